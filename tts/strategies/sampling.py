@@ -1,0 +1,127 @@
+"""Parallel sampling strategies: one sample, best-of-N by a verifier, majority vote.
+
+Each is anytime: if the budget clips a request to fewer samples it decides over what it got, and if the
+budget refuses the request outright it returns no answer rather than failing the run.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+from ..budget import BudgetExhausted
+from ..runtime import Generator, Strategy
+from ..types import Candidate, Completion, Problem, SamplingParams, Trace
+from ..verifiers.answers import extract_answer, normalize_answer
+from ..verifiers.base import Verifier
+
+Extractor = Callable[[str], "str | None"]
+
+
+async def sample_or_nothing(gen: Generator, problem: Problem, params: SamplingParams) -> tuple[list[Completion], str | None]:
+    """Sample, turning a refused request into an empty result and the reason."""
+    try:
+        return await gen.sample(problem, params), None
+    except BudgetExhausted as exc:
+        return [], str(exc)
+
+
+def vote(answers: Sequence[str | None], weights: Sequence[float] | None, seed: int) -> tuple[str | None, dict[str, float]]:
+    """The answer with the largest total weight (count when unweighted); None answers do not vote.
+
+    Ties are broken by a seeded draw among the tied answers, sorted first so that the draw depends only
+    on the seed and the set of tied answers, never on sample order.
+    """
+    totals: Counter = Counter()
+    for i, a in enumerate(answers):
+        if a is not None:
+            totals[a] += 1.0 if weights is None else weights[i]
+    if not totals:
+        return None, {}
+    best = max(totals.values())
+    tied = sorted(a for a, w in totals.items() if w == best)
+    return (tied[0] if len(tied) == 1 else random.Random(seed).choice(tied)), dict(totals)
+
+
+def _trace(problem: Problem, name: str, candidates: list[Candidate], chosen: int | None, **info) -> Trace:
+    answer = candidates[chosen].answer if chosen is not None else None
+    return Trace(problem.id, name, tuple(candidates), answer, chosen, {}, {k: v for k, v in info.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Single(Strategy):
+    """One sample; its answer is the answer. The baseline every other strategy is measured against."""
+
+    params: SamplingParams = field(default_factory=SamplingParams)
+    extract: Extractor = extract_answer
+    name: str = "single"
+
+    async def solve(self, problem: Problem, gen: Generator) -> Trace:
+        completions, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=1))
+        candidates = [Candidate.from_completion(c, normalize_answer(self.extract(c.text))) for c in completions]
+        return _trace(problem, self.name, candidates, 0 if candidates else None, budget_stop=stopped)
+
+    def config(self) -> dict:
+        return {"strategy": self.name, "params": _params_config(self.params)}
+
+
+@dataclass(frozen=True)
+class Majority(Strategy):
+    """Self-consistency (Wang et al. 2022): N samples, the most frequent final answer wins."""
+
+    n: int = 8
+    params: SamplingParams = field(default_factory=SamplingParams)
+    extract: Extractor = extract_answer
+    name: str = "majority"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"Majority.n must be a positive integer, got {self.n!r}")
+
+    async def solve(self, problem: Problem, gen: Generator) -> Trace:
+        completions, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=self.n))
+        candidates = [Candidate.from_completion(c, normalize_answer(self.extract(c.text))) for c in completions]
+        winner, totals = vote([c.answer for c in candidates], None, gen.seed)
+        chosen = next((i for i, c in enumerate(candidates) if c.answer == winner), None) if winner else None
+        return _trace(problem, self.name, candidates, chosen, votes=totals, budget_stop=stopped)
+
+    def config(self) -> dict:
+        return {"strategy": self.name, "n": self.n, "params": _params_config(self.params)}
+
+
+@dataclass(frozen=True)
+class BestOfN(Strategy):
+    """N samples, the one the verifier scores highest wins (ties: the earliest sample)."""
+
+    verifier: Verifier
+    n: int = 8
+    params: SamplingParams = field(default_factory=SamplingParams)
+    extract: Extractor = extract_answer
+    name: str = "best_of_n"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"BestOfN.n must be a positive integer, got {self.n!r}")
+
+    async def solve(self, problem: Problem, gen: Generator) -> Trace:
+        params = replace(self.params, n=self.n, logprobs=self.params.logprobs or self.verifier.needs_logprobs)
+        completions, stopped = await sample_or_nothing(gen, problem, params)
+        scores = await self.verifier.score(problem, completions, gen.ledger) if completions else []
+        candidates = [
+            Candidate.from_completion(c, normalize_answer(self.extract(c.text)), {self.verifier.name: s})
+            for c, s in zip(completions, scores)
+        ]
+        chosen = max(range(len(scores)), key=lambda i: (scores[i], -i)) if scores else None
+        return _trace(problem, self.name, candidates, chosen, verifier=self.verifier.name, budget_stop=stopped)
+
+    def config(self) -> dict:
+        return {"strategy": self.name, "n": self.n, "verifier": self.verifier.name, "params": _params_config(self.params)}
+
+
+def _params_config(params: SamplingParams) -> dict:
+    return {
+        "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k,
+        "max_tokens": params.max_tokens, "stop": list(params.stop),
+    }
