@@ -201,7 +201,12 @@ def _print_summary(console, records, names, walls) -> None:
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        # Logs and pipes get full-width lines instead of rich's 80-column default, so the results
+        # table stays readable in CI output.
+        console = Console(stderr=stderr, highlight=False, width=140)
+    return console
 
 
 def _versions(backend: str) -> dict:

@@ -59,7 +59,7 @@ def normalize_answer(answer: str | None) -> str | None:
     "1/2" -> "1/2"); anything else stripped of spaces, dollar signs and a trailing period."""
     if answer is None:
         return None
-    s = answer.strip().strip("$").strip().rstrip(".").strip()
+    s = answer.strip().rstrip(".").strip().strip("$").strip().rstrip(".").strip()
     s = _FRAC.sub(r"\1/\2", s)  # \frac{1}{2} -> 1/2, so it votes with 0.5
     compact = s.replace(",", "") if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s) else s
     if re.fullmatch(r"-?\d+(?:\.\d+)?(?:/\d+)?", compact):

@@ -1,0 +1,38 @@
+"""Shared fixtures. Real-model fixtures are session-scoped: one engine per test session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(os.environ.get("TTS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def run(coro):
+    """Run a coroutine to completion (tests use plain asyncio, no plugin needed)."""
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared benchmark data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> str:
+    pytest.importorskip("transformers")
+    from tts.backends import embedded
+
+    return str(embedded.model_dir())
+
+
+@pytest.fixture(scope="session")
+def hf_backend(embedded_model_dir):
+    from tts.backends.hf import HFBackend
+
+    return HFBackend(embedded_model_dir)

@@ -1,0 +1,124 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from tts.cli import cli
+from tts.results import read_records
+
+
+@pytest.fixture
+def script(tmp_path):
+    # Replies keyed by the built-in add1 prompts' shared instruction: every sample answers "9" or "8".
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps({"Reply with just the number": ["9", "The answer is 8.", "9"]}))
+    return str(path)
+
+
+def invoke(*args):
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def scripted(script, out, *extra):
+    return invoke("run", "--backend", "scripted", "--model", script, "--limit", "4", "--out", str(out), *extra)
+
+
+def test_run_writes_one_line_per_problem_and_strategy(script, tmp_path):
+    out = tmp_path / "r.jsonl"
+    code, output = scripted(script, out)
+    assert code == 0, output
+    records = read_records(out)
+    assert len(records) == 8
+    assert {r["strategy"] for r in records} == {"single", "majority"}
+    maj = [r for r in records if r["strategy"] == "majority"]
+    assert all(len(r["candidates"]) == 8 for r in maj)
+    for r in records:
+        assert set(r["ledger"]) >= {"generated_tokens", "prompt_tokens", "cached_prompt_tokens", "verifier_tokens",
+                                    "engine_calls", "flops", "wall_seconds"}
+        assert r["correct"] in (True, False)
+        assert r["answer"] in ("8", "9")
+    assert "accuracy against compute" in output
+
+
+def test_rerun_resumes_and_skips_finished_problems(script, tmp_path):
+    out = tmp_path / "r.jsonl"
+    assert scripted(script, out, "--limit", "2")[0] == 0
+    code, output = scripted(script, out, "--limit", "5")
+    assert code == 0, output
+    assert "4 results already there" in output
+    records = read_records(out)
+    keys = [(r["strategy"], r["id"]) for r in records]
+    assert len(keys) == len(set(keys)) == 10
+
+
+def test_partial_last_line_from_a_killed_run_is_dropped(script, tmp_path):
+    out = tmp_path / "r.jsonl"
+    assert scripted(script, out, "--limit", "2", "--strategy", "single")[0] == 0
+    with out.open("ab") as fh:
+        fh.write(b'{"id": "add1-0002", "strat')
+    code, output = scripted(script, out, "--limit", "3", "--strategy", "single")
+    assert code == 0, output
+    assert [r["id"] for r in read_records(out)] == ["add1-0000", "add1-0001", "add1-0002"]
+
+
+def test_different_config_on_same_file_is_refused_and_file_kept(script, tmp_path):
+    out = tmp_path / "r.jsonl"
+    assert scripted(script, out, "--limit", "2")[0] == 0
+    before = out.read_bytes()
+    code, output = scripted(script, out, "--temperature", "0.3")
+    assert code == 2
+    assert "different configuration" in output and "Traceback" not in output
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--strategy", "beam"], "choose from single, best_of_n, majority"),
+        (["--dataset", "nope"], "choose from add1"),
+        (["--backend", "tpu"], "choose from auto, hf, scripted"),
+        (["--n", "0"], "--n must be a positive integer"),
+        (["--n", "-3"], "--n must be a positive integer"),
+        (["--limit", "0"], "'--limit'"),
+        (["--budget-tokens", "0"], "'--budget-tokens'"),
+        (["--temperature", "-1"], "'--temperature'"),
+        (["--model", "./no/such/folder"], "not a Hugging Face model folder"),
+        (["--frobnicate"], "No such option"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, message, tmp_path):
+    code, output = invoke("run", "--out", str(tmp_path / "x.jsonl"), *args)
+    assert code == 2
+    lines = [l for l in output.splitlines() if l.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("error: ") and message in lines[0]
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_scripted_backend_needs_a_script_file(tmp_path):
+    code, output = invoke("run", "--backend", "scripted", "--model", str(tmp_path / "none.json"),
+                          "--out", str(tmp_path / "x.jsonl"))
+    assert code == 2 and "JSON script file" in output
+
+
+def test_out_pointing_at_a_directory_is_refused(script, tmp_path):
+    code, output = scripted(script, tmp_path)
+    assert code == 2 and "is a directory" in output
+
+
+def test_budget_tokens_caps_every_problem(script, tmp_path):
+    out = tmp_path / "r.jsonl"
+    code, output = scripted(script, out, "--strategy", "majority", "--budget-tokens", "20", "--max-tokens", "8")
+    assert code == 0, output
+    for r in read_records(out):
+        assert r["ledger"]["generated_tokens"] <= 20
+        assert len(r["candidates"]) == 2  # 20 tokens pay for two full 8-token samples
+
+
+def test_help_lists_commands_and_options():
+    code, output = invoke("--help")
+    assert code == 0 and "run" in output
+    code, output = invoke("run", "--help")
+    assert code == 0 and "--budget-tokens" in output
+    assert all(name in output for name in ("single", "best_of_n", "majority"))
