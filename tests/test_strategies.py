@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from tts.backends.scripted import ScriptedBackend, ScriptedReply
@@ -59,7 +61,7 @@ def test_best_of_n_picks_the_most_confident_sample():
     r = solve(BestOfN(ConfidenceVerifier("mean"), n=3), replies)
     assert r.trace.chosen == 1 and r.trace.answer == "4"
     scores = [c.scores["confidence_mean"] for c in r.trace.candidates]
-    assert scores == pytest.approx([-2.0, -0.4 / 3, -3.2 / 3])
+    assert scores == pytest.approx([math.exp(-2.0), math.exp(-0.4 / 3), math.exp(-3.2 / 3)])
 
 
 def test_best_of_n_ties_go_to_the_earliest_sample():

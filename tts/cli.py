@@ -76,10 +76,21 @@ def _strategy_help() -> str:
               help="Hard cap on generated tokens for the whole run.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=32, show_default=True,
               help="Problems in flight at once (their requests are batched together).")
+@click.option("--revisions", type=click.IntRange(min=1), default=None,
+              help="revise: attempts per chain (n // revisions chains run in parallel). Default 4.")
+@click.option("--adaptive-batch", type=click.IntRange(min=1), default=None, help="adaptive: samples per round. Default 2.")
+@click.option("--adaptive-rule", type=click.Choice(["beta", "dirichlet"]), default=None, help="adaptive: stopping rule. Default beta.")
+@click.option("--adaptive-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="adaptive: stop when P(leader is the majority) reaches this. Default 0.95.")
+@click.option("--deepconf-mode", type=click.Choice(["online", "offline"]), default=None, help="deepconf: mode. Default online.")
+@click.option("--deepconf-keep", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="deepconf: fraction of most confident traces that vote. Default 0.9.")
+@click.option("--deepconf-warmup", type=click.IntRange(min=1), default=None, help="deepconf online: warm-up traces. Default 4.")
+@click.option("--deepconf-window", type=click.IntRange(min=1), default=None, help="deepconf: confidence window in tokens. Default 8.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Results JSONL; rerunning with the same options resumes it. Default: runs/<dataset>-<hash>.jsonl")
 def run_command(model, backend, dataset, limit, strategies, n, temperature, top_p, max_tokens, seed,
-                budget_tokens, run_budget_tokens, concurrency, out) -> None:
+                budget_tokens, run_budget_tokens, concurrency, out, **strategy_options) -> None:
     """Run strategies on a dataset and print accuracy against compute.
 
     With no options: the embedded SmolLM2-135M-Instruct on 100 single-digit additions, one sample per
@@ -104,7 +115,10 @@ def run_command(model, backend, dataset, limit, strategies, n, temperature, top_
 
     problems = data.load(dataset, limit=limit, seed=seed)
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
-    chosen = [strategy_registry.create(name, n, params) for name in names]
+    try:
+        chosen = [strategy_registry.create(name, n, params, strategy_options) for name in names]
+    except ValueError as exc:
+        _fail(str(exc))
     shared = {"model": model, "backend": backend_name, "dataset": dataset, "seed": seed,
               "budget_tokens": budget_tokens, "run_budget_tokens": run_budget_tokens}
     hashes = {s.name: config_hash({**shared, **s.config()}) for s in chosen}

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 ROLES = ("system", "user", "assistant")
-FINISH_REASONS = ("stop", "length", "cancelled")
+# "low_confidence": stopped early by SamplingParams.confidence_stop (DeepConf online).
+FINISH_REASONS = ("stop", "length", "cancelled", "low_confidence")
 
 
 def _fail(cls: str, name: str, expected: str, got: Any) -> None:
@@ -76,7 +77,12 @@ class Problem:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample. ``seed=None`` lets the runtime derive a reproducible seed per request."""
+    """How to sample. ``seed=None`` lets the runtime derive a reproducible seed per request.
+
+    ``confidence_stop=(window, threshold)`` ends a sample as soon as the mean logprob of its last
+    ``window`` tokens falls below ``threshold`` (DeepConf's online mode), inside the engine's decode
+    loop, so the rest of a doomed trace is never generated.
+    """
 
     n: int = 1
     temperature: float = 0.7
@@ -87,6 +93,7 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
     logprobs: bool = False
+    confidence_stop: tuple[int, float] | None = None
 
     def __post_init__(self) -> None:
         c = "SamplingParams"
@@ -109,6 +116,11 @@ class SamplingParams:
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
         if self.seed is not None and not isinstance(self.seed, int):
             _fail(c, "seed", "an integer or None", self.seed)
+        if self.confidence_stop is not None:
+            stop = tuple(self.confidence_stop)
+            if len(stop) != 2 or not isinstance(stop[0], int) or stop[0] < 1 or not isinstance(stop[1], (int, float)):
+                _fail(c, "confidence_stop", "None or (window >= 1, threshold logprob)", self.confidence_stop)
+            object.__setattr__(self, "confidence_stop", (stop[0], float(stop[1])))
 
 
 @dataclass(frozen=True)

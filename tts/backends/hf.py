@@ -272,6 +272,10 @@ class HFBackend:
                 return "stop"
         if len(row.ids) >= params.max_tokens:
             return "length"
+        if params.confidence_stop is not None:
+            window, threshold = params.confidence_stop
+            if len(row.logprobs) >= window and sum(row.logprobs[-window:]) / window < threshold:
+                return "low_confidence"
         return None
 
     def _final_text(self, row: _Row) -> str:

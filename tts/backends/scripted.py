@@ -139,6 +139,12 @@ class ScriptedBackend:
         finish = "stop"
         if len(tokens) > params.max_tokens:
             tokens, logprobs, finish = tokens[: params.max_tokens], logprobs[: params.max_tokens], "length"
+        if params.confidence_stop is not None:
+            window, threshold = params.confidence_stop
+            for i in range(window, len(tokens) + 1):
+                if sum(logprobs[i - window:i]) / window < threshold:
+                    tokens, logprobs, finish = tokens[:i], logprobs[:i], "low_confidence"
+                    break
         text = "".join(tokens)
         # Stop strings: cut the text before the stop, but count the tokens up to the one completing it.
         for i in range(1, len(tokens) + 1):

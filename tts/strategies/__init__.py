@@ -1,40 +1,51 @@
-"""Strategy registry: stable snake_case command-line names to constructors."""
+"""Strategy registry: stable snake_case command-line names to constructors.
+
+Each factory takes the shared settings (n, sampling params) and the strategy-specific options the
+command line collected; options a strategy does not use are ignored.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from ..runtime import Strategy
 from ..types import SamplingParams
 from ..verifiers.confidence import ConfidenceVerifier
-from .sampling import BestOfN, Majority, Single
+from .adaptive import AdaptiveConsistency
+from .deepconf import DeepConf
+from .revise import Revise
+from .sampling import BestOfN, Majority, Single, WeightedMajority
 
+# Token confidence needs no second model, so the verifier-driven strategies work out of the box on any
+# backend that returns logprobs; other verifiers plug in through the Python API.
+Factory = Callable[[int, SamplingParams, dict], Strategy]
 
-def _single(n: int, params: SamplingParams) -> Strategy:
-    return Single(params=params)
-
-
-def _majority(n: int, params: SamplingParams) -> Strategy:
-    return Majority(n=n, params=params)
-
-
-def _best_of_n(n: int, params: SamplingParams) -> Strategy:
-    # Token confidence needs no second model, so best-of-N works out of the box on any backend that
-    # returns logprobs; other verifiers plug in through the Python API.
-    return BestOfN(verifier=ConfidenceVerifier("mean"), n=n, params=params)
-
-
-STRATEGIES: dict[str, Callable[[int, SamplingParams], Strategy]] = {
-    "single": _single,
-    "best_of_n": _best_of_n,
-    "majority": _majority,
+STRATEGIES: dict[str, Factory] = {
+    "single": lambda n, p, o: Single(params=p),
+    "best_of_n": lambda n, p, o: BestOfN(verifier=ConfidenceVerifier("mean"), n=n, params=p),
+    "majority": lambda n, p, o: Majority(n=n, params=p),
+    "weighted_majority": lambda n, p, o: WeightedMajority(verifier=ConfidenceVerifier("mean"), n=n, params=p),
+    "adaptive": lambda n, p, o: AdaptiveConsistency(
+        n=n, params=p, **_pick(o, batch="adaptive_batch", rule="adaptive_rule", threshold="adaptive_threshold")),
+    "deepconf": lambda n, p, o: DeepConf(
+        n=n, params=p, **_pick(o, mode="deepconf_mode", keep="deepconf_keep", warmup="deepconf_warmup",
+                               window="deepconf_window")),
+    "revise": lambda n, p, o: Revise(n=n, params=p, **_pick(o, revisions="revisions")),
 }
 
 
-def create(name: str, n: int, params: SamplingParams) -> Strategy:
+def _pick(options: dict, **names: str) -> dict[str, Any]:
+    """Constructor arguments from the command-line options that were given (None means 'default')."""
+    return {arg: options[key] for arg, key in names.items() if options.get(key) is not None}
+
+
+def create(name: str, n: int, params: SamplingParams, options: dict | None = None) -> Strategy:
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
-    return STRATEGIES[name](n, params)
+    return STRATEGIES[name](n, params, options or {})
 
 
-__all__ = ["BestOfN", "Majority", "Single", "STRATEGIES", "create"]
+__all__ = [
+    "AdaptiveConsistency", "BestOfN", "DeepConf", "Majority", "Revise", "STRATEGIES", "Single",
+    "WeightedMajority", "create",
+]

@@ -45,7 +45,7 @@ def vote(answers: Sequence[str | None], weights: Sequence[float] | None, seed: i
     return (tied[0] if len(tied) == 1 else random.Random(seed).choice(tied)), dict(totals)
 
 
-def _trace(problem: Problem, name: str, candidates: list[Candidate], chosen: int | None, **info) -> Trace:
+def make_trace(problem: Problem, name: str, candidates: list[Candidate], chosen: int | None, **info) -> Trace:
     answer = candidates[chosen].answer if chosen is not None else None
     return Trace(problem.id, name, tuple(candidates), answer, chosen, {}, {k: v for k, v in info.items() if v is not None})
 
@@ -61,7 +61,7 @@ class Single(Strategy):
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         completions, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=1))
         candidates = [Candidate.from_completion(c, normalize_answer(self.extract(c.text))) for c in completions]
-        return _trace(problem, self.name, candidates, 0 if candidates else None, budget_stop=stopped)
+        return make_trace(problem, self.name, candidates, 0 if candidates else None, budget_stop=stopped)
 
     def config(self) -> dict:
         return {"strategy": self.name, "params": _params_config(self.params)}
@@ -84,8 +84,8 @@ class Majority(Strategy):
         completions, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=self.n))
         candidates = [Candidate.from_completion(c, normalize_answer(self.extract(c.text))) for c in completions]
         winner, totals = vote([c.answer for c in candidates], None, gen.seed)
-        chosen = next((i for i, c in enumerate(candidates) if c.answer == winner), None) if winner else None
-        return _trace(problem, self.name, candidates, chosen, votes=totals, budget_stop=stopped)
+        return make_trace(problem, self.name, candidates, choose_for_answer(candidates, winner), votes=totals,
+                      budget_stop=stopped)
 
     def config(self) -> dict:
         return {"strategy": self.name, "n": self.n, "params": _params_config(self.params)}
@@ -114,10 +114,55 @@ class BestOfN(Strategy):
             for c, s in zip(completions, scores)
         ]
         chosen = max(range(len(scores)), key=lambda i: (scores[i], -i)) if scores else None
-        return _trace(problem, self.name, candidates, chosen, verifier=self.verifier.name, budget_stop=stopped)
+        return make_trace(problem, self.name, candidates, chosen, verifier=self.verifier.name, budget_stop=stopped)
 
     def config(self) -> dict:
         return {"strategy": self.name, "n": self.n, "verifier": self.verifier.name, "params": _params_config(self.params)}
+
+
+@dataclass(frozen=True)
+class WeightedMajority(Strategy):
+    """N samples; each answer's weight is the sum of its samples' verifier scores; the heaviest wins
+    (Li et al. 2023; Snell et al. 2024's "weighted best-of-N"). Scores must be non-negative weights,
+    e.g. PRM probabilities or ConfidenceVerifier's geometric-mean token probability."""
+
+    verifier: Verifier
+    n: int = 8
+    params: SamplingParams = field(default_factory=SamplingParams)
+    extract: Extractor = extract_answer
+    name: str = "weighted_majority"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"WeightedMajority.n must be a positive integer, got {self.n!r}")
+
+    async def solve(self, problem: Problem, gen: Generator) -> Trace:
+        params = replace(self.params, n=self.n, logprobs=self.params.logprobs or self.verifier.needs_logprobs)
+        completions, stopped = await sample_or_nothing(gen, problem, params)
+        scores = await self.verifier.score(problem, completions, gen.ledger) if completions else []
+        if any(s < 0 for s in scores):
+            raise ValueError(f"{self.verifier.name} gave a negative score; weighted voting needs non-negative weights")
+        candidates = [
+            Candidate.from_completion(c, normalize_answer(self.extract(c.text)), {self.verifier.name: s})
+            for c, s in zip(completions, scores)
+        ]
+        winner, totals = vote([c.answer for c in candidates], scores, gen.seed)
+        chosen = choose_for_answer(candidates, winner, scores)
+        return make_trace(problem, self.name, candidates, chosen, votes=totals, verifier=self.verifier.name,
+                      budget_stop=stopped)
+
+    def config(self) -> dict:
+        return {"strategy": self.name, "n": self.n, "verifier": self.verifier.name, "params": _params_config(self.params)}
+
+
+def choose_for_answer(candidates: Sequence[Candidate], answer: str | None, scores: Sequence[float] | None = None) -> int | None:
+    """The candidate that represents the winning answer: its best-scored one, else its first one."""
+    if answer is None:
+        return None
+    indices = [i for i, c in enumerate(candidates) if c.answer == answer]
+    if scores is None:
+        return indices[0]
+    return max(indices, key=lambda i: (scores[i], -i))
 
 
 def _params_config(params: SamplingParams) -> dict:

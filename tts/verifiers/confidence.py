@@ -8,11 +8,17 @@ It scores a candidate from the logprobs its own tokens got while it was generate
 * ``lowest_group``: the lowest mean over any sliding window of ``window`` tokens, which catches a trace
   that loses its way in the middle even when it ends confidently.
 
+The verifier's score is ``exp`` of the summary: the geometric-mean probability of the tokens, in (0, 1].
+It ranks exactly like the mean logprob (best-of-N is unchanged) and is a positive weight, so weighted
+majority can sum it. DeepConf computes confidence from the top-k logprobs at each position; we use the
+sampled token's own logprob, which every engine returns, and which orders traces the same way in practice.
+
 It costs no engine work, so it charges nothing to the ledger.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -63,5 +69,5 @@ class ConfidenceVerifier:
         for c in completions:
             if c.logprobs is None:
                 raise ValueError("ConfidenceVerifier needs token logprobs: sample with SamplingParams(logprobs=True)")
-            scores.append(token_confidence(c.logprobs, self.mode, self.window))
+            scores.append(math.exp(token_confidence(c.logprobs, self.mode, self.window)))
         return scores

@@ -1,0 +1,107 @@
+"""Adaptive consistency (Aggarwal et al. 2023): majority voting that stops sampling once the answer is settled.
+
+Samples are drawn in small batches. After each batch a stopping rule asks how likely it is that the
+current leading answer is the true majority of the model's answer distribution; once that probability
+passes ``threshold`` no more samples are drawn. ``n`` caps the samples as in plain majority voting.
+
+Rules:
+  * ``beta``: the leader's and the runner-up's counts (a, b) give a Beta(a+1, b+1) posterior over the
+    leader's share between the two; stop when P(share > 1/2) >= threshold. For integer counts this is
+    exact: P(Binomial(a+b+1, 1/2) <= a).
+  * ``dirichlet``: a Dirichlet(counts + 1) posterior over all answers seen; stop when the probability
+    that the leader has the largest share (estimated by seeded Monte Carlo) >= threshold.
+
+Batches are sequential within a problem, so no request is ever in flight that the rule no longer needs;
+other problems' requests keep the engine's batches full in the meantime.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+from ..runtime import Generator, Strategy
+from ..types import Candidate, Problem, SamplingParams, Trace
+from ..verifiers.answers import extract_answer, normalize_answer
+from .sampling import Extractor, _params_config, choose_for_answer, make_trace, sample_or_nothing, vote
+
+RULES = ("beta", "dirichlet")
+
+
+def beta_leader_probability(counts: Counter) -> float:
+    """P(leader's share > runner-up's share) under Beta(a+1, b+1), exactly."""
+    top = counts.most_common(2)
+    if not top:
+        return 0.0
+    a = top[0][1]
+    b = top[1][1] if len(top) > 1 else 0
+    trials = a + b + 1
+    return sum(math.comb(trials, j) for j in range(a + 1)) / 2**trials
+
+
+def dirichlet_leader_probability(counts: Counter, seed: int, draws: int = 2000) -> float:
+    """P(the leader has the largest share) under Dirichlet(counts + 1), by seeded Monte Carlo."""
+    if not counts:
+        return 0.0
+    answers = sorted(counts, key=lambda a: (-counts[a], a))
+    if len(answers) == 1:
+        # Against a single unseen alternative, so one lucky sample does not settle the question.
+        return beta_leader_probability(counts)
+    rng = random.Random(seed)
+    alphas = [counts[a] + 1 for a in answers]
+    wins = 0
+    for _ in range(draws):
+        shares = [rng.gammavariate(alpha, 1.0) for alpha in alphas]
+        wins += shares[0] == max(shares)
+    return wins / draws
+
+
+@dataclass(frozen=True)
+class AdaptiveConsistency(Strategy):
+    n: int = 16
+    batch: int = 2
+    rule: str = "beta"
+    threshold: float = 0.95
+    params: SamplingParams = field(default_factory=SamplingParams)
+    extract: Extractor = extract_answer
+    name: str = "adaptive"
+
+    def __post_init__(self) -> None:
+        c = "AdaptiveConsistency"
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"{c}.n must be a positive integer, got {self.n!r}")
+        if not isinstance(self.batch, int) or self.batch < 1:
+            raise ValueError(f"{c}.batch must be a positive integer, got {self.batch!r}")
+        if self.rule not in RULES:
+            raise ValueError(f"{c}.rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"{c}.threshold must be in (0, 1), got {self.threshold!r}")
+
+    def settled(self, counts: Counter, seed: int) -> float:
+        if self.rule == "beta":
+            return beta_leader_probability(counts)
+        return dirichlet_leader_probability(counts, seed)
+
+    async def solve(self, problem: Problem, gen: Generator) -> Trace:
+        candidates: list[Candidate] = []
+        stopped = None
+        confidence = 0.0
+        while len(candidates) < self.n:
+            size = min(self.batch, self.n - len(candidates))
+            got, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=size))
+            candidates += [Candidate.from_completion(c, normalize_answer(self.extract(c.text))) for c in got]
+            if stopped:
+                break
+            counts = Counter(c.answer for c in candidates if c.answer is not None)
+            confidence = self.settled(counts, gen.seed + len(candidates))
+            if confidence >= self.threshold:
+                break
+        winner, totals = vote([c.answer for c in candidates], None, gen.seed)
+        return make_trace(problem, self.name, candidates, choose_for_answer(candidates, winner), votes=totals,
+                          samples=len(candidates), leader_probability=round(confidence, 6), budget_stop=stopped)
+
+    def config(self) -> dict:
+        return {"strategy": self.name, "n": self.n, "batch": self.batch, "rule": self.rule,
+                "threshold": self.threshold, "params": _params_config(self.params)}

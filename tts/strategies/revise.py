@@ -1,0 +1,99 @@
+"""Sequential revisions (Snell et al. 2024, the second mechanism of compute-optimal scaling).
+
+The model sees its previous attempts in context and writes a revised one. ``n`` attempts in total are
+split into ``n // revisions`` parallel chains of ``revisions`` attempts each, so ``revisions`` sets the
+ratio of sequential to parallel compute: ``revisions=1`` is plain parallel sampling, ``revisions=n`` one
+long chain. Snell et al. find easy questions favour long chains and hard ones parallel sampling, which
+is why it is a parameter (and what the compute-optimal sweeps tune per difficulty).
+
+Chains run concurrently, so their requests reach the engine together. The final answer is chosen over
+all attempts of all chains by majority vote, or by a verifier's best score when one is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+
+from ..budget import BudgetExhausted
+from ..runtime import Generator, Strategy
+from ..types import Candidate, Message, Problem, SamplingParams, Trace
+from ..verifiers.answers import extract_answer, normalize_answer
+from ..verifiers.base import Verifier
+from .sampling import Extractor, _params_config, choose_for_answer, make_trace, vote
+
+DEFAULT_INSTRUCTION = (
+    "Check your previous answer. If it is wrong, give the corrected answer; if it is right, give it again. "
+    "Reply in the same format as before."
+)
+
+
+def revision_prompt(problem: Problem, attempts: list[str], context: int, instruction: str) -> tuple[Message, ...]:
+    """The question, then the last ``context`` attempts as assistant turns, each followed by the instruction."""
+    messages = list(problem.chat())
+    for attempt in attempts[-context:]:
+        messages += [Message("assistant", attempt), Message("user", instruction)]
+    return tuple(messages)
+
+
+@dataclass(frozen=True)
+class Revise(Strategy):
+    n: int = 8
+    revisions: int = 4
+    context: int = 4
+    instruction: str = DEFAULT_INSTRUCTION
+    verifier: Verifier | None = None
+    params: SamplingParams = field(default_factory=SamplingParams)
+    extract: Extractor = extract_answer
+    name: str = "revise"
+
+    def __post_init__(self) -> None:
+        c = "Revise"
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"{c}.n must be a positive integer, got {self.n!r}")
+        if not isinstance(self.revisions, int) or not 1 <= self.revisions <= self.n:
+            raise ValueError(f"{c}.revisions must be an integer in [1, n={self.n}], got {self.revisions!r}")
+        if not isinstance(self.context, int) or self.context < 1:
+            raise ValueError(f"{c}.context must be a positive integer, got {self.context!r}")
+
+    @property
+    def chains(self) -> int:
+        return max(1, self.n // self.revisions)
+
+    async def _chain(self, problem: Problem, gen: Generator, params: SamplingParams) -> tuple[list, str | None]:
+        completions, texts = [], []
+        for _ in range(self.revisions):
+            try:
+                [c] = await gen.sample(revision_prompt(problem, texts, self.context, self.instruction), params)
+            except BudgetExhausted as exc:
+                return completions, str(exc)
+            completions.append(c)
+            texts.append(c.text)
+        return completions, None
+
+    async def solve(self, problem: Problem, gen: Generator) -> Trace:
+        logprobs = self.params.logprobs or bool(self.verifier and self.verifier.needs_logprobs)
+        params = replace(self.params, n=1, logprobs=logprobs)
+        chains = await asyncio.gather(*(self._chain(problem, gen, params) for _ in range(self.chains)))
+        completions = [c for chain, _ in chains for c in chain]
+        depth = [d for chain, _ in chains for d in range(len(chain))]
+        stopped = next((s for _, s in chains if s), None)
+        scores = await self.verifier.score(problem, completions, gen.ledger) if self.verifier and completions else None
+        candidates = [
+            Candidate.from_completion(c, normalize_answer(self.extract(c.text)),
+                                      {self.verifier.name: scores[i]} if scores else {})
+            for i, c in enumerate(completions)
+        ]
+        if scores is not None:
+            chosen = max(range(len(scores)), key=lambda i: (scores[i], -i)) if scores else None
+            totals = None
+        else:
+            winner, totals = vote([c.answer for c in candidates], None, gen.seed)
+            chosen = choose_for_answer(candidates, winner)
+        return make_trace(problem, self.name, candidates, chosen, votes=totals, chains=self.chains,
+                          revisions=self.revisions, depth=depth, budget_stop=stopped)
+
+    def config(self) -> dict:
+        return {"strategy": self.name, "n": self.n, "revisions": self.revisions, "context": self.context,
+                "instruction": self.instruction, "verifier": self.verifier.name if self.verifier else None,
+                "params": _params_config(self.params)}
