@@ -1,0 +1,468 @@
+"""``tts report``: accuracy with intervals, pass@k and maj@k curves, and compute, from result files.
+
+Input is one or more results JSONL files written by :mod:`tts.results`. For every file and strategy the
+report gives accuracy with two 95% intervals (Wilson, and a seeded bootstrap over problems), pass@k and
+maj@k for k = 1..N computed from each problem's candidate pool, mean generated tokens, FLOPs and wall
+time, and the same broken down by ``metadata.level`` when records carry one.
+
+Pool estimators (k <= n, the problem's number of graded candidates):
+
+* pass@k is the unbiased estimator of Chen et al. (2021), :func:`tts.metrics.pass_at_k`.
+* maj@k is the expected accuracy of a majority vote over a uniformly random size-k subset of the pool.
+  Candidates vote with their normalized answer (:func:`tts.verifiers.answers.normalize_answer`); a
+  candidate with no answer abstains, and a subset where everyone abstains scores 0. Ties between the top
+  answers are broken uniformly at random, so a tie counts as the fraction of tied answers that are
+  correct. The expectation is computed exactly (by enumerating vote counts per distinct answer, or
+  subsets directly) when that is small enough, else estimated from seeded random subsets.
+
+A problem enters the k-th point of a curve only when its pool holds at least k graded candidates; the
+JSON output gives how many problems each point averages over.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import click
+
+from .metrics import pass_at_k, wilson_interval
+
+#: above this many enumeration steps per (problem, k) maj@k is estimated by sampling instead
+EXACT_LIMIT = 20_000
+#: random subsets drawn per (problem, k) when maj@k is estimated
+MAJ_SAMPLES = 2_000
+BOOTSTRAP_RESAMPLES = 2_000
+X_AXES = ("tokens", "flops")
+
+
+class ReportError(click.ClickException):
+    """A missing or malformed results file: one line on stderr, exit status 2 (like the CLI's UserError)."""
+
+    exit_code = 2
+
+
+# --- pool estimators -------------------------------------------------------------------------------------
+
+def pool_pass_at_k(correct: Sequence[bool], k: int) -> float:
+    return pass_at_k(len(correct), sum(bool(c) for c in correct), k)
+
+
+def _vote_value(counts: Sequence[int], quality: Sequence[float]) -> float:
+    """Accuracy of a vote with ``counts`` per answer group: ties among the top groups split evenly."""
+    top = max(counts, default=0)
+    if top == 0:
+        return 0.0
+    winners = [q for c, q in zip(counts, quality) if c == top]
+    return sum(winners) / len(winners)
+
+
+def _groups(answers: Sequence[str | None], correct: Sequence[bool]) -> tuple[list[int], list[float], int]:
+    """Sizes and correctness of each distinct voted answer, and the number of abstentions."""
+    from .verifiers.answers import normalize_answer
+
+    members: dict[str, list[bool]] = {}
+    abstain = 0
+    for answer, ok in zip(answers, correct):
+        key = normalize_answer(answer) if answer is not None else None
+        if key is None:
+            abstain += 1
+        else:
+            members.setdefault(key, []).append(bool(ok))
+    sizes = [len(v) for v in members.values()]
+    # the same answer graded differently would be a grader bug; averaging keeps the estimate defined
+    quality = [sum(v) / len(v) for v in members.values()]
+    return sizes, quality, abstain
+
+
+def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int, *,
+             rng: random.Random | None = None, exact_limit: int = EXACT_LIMIT,
+             samples: int = MAJ_SAMPLES) -> tuple[float, bool]:
+    """Expected majority-vote accuracy over random size-k subsets of the pool; ``(value, exact)``."""
+    n = len(answers)
+    if len(correct) != n:
+        raise ValueError(f"maj_at_k: {n} answers but {len(correct)} correctness values")
+    if not 1 <= k <= n:
+        raise ValueError(f"maj_at_k needs 1 <= k <= n, got k={k}, n={n}")
+    sizes, quality, abstain = _groups(answers, correct)
+    all_sizes = sizes + [abstain]
+    # number of vote-count vectors is at most the product of (min(size, k) + 1) over groups
+    compositions = math.prod(min(m, k) + 1 for m in all_sizes)
+    if compositions <= exact_limit:
+        return _maj_by_counts(sizes, quality, abstain, k), True
+    if math.comb(n, k) <= exact_limit:
+        labels = [i for i, m in enumerate(sizes) for _ in range(m)] + [-1] * abstain
+        total = 0.0
+        for subset in itertools.combinations(labels, k):
+            counts = Counter(i for i in subset if i >= 0)
+            total += _vote_value([counts.get(i, 0) for i in range(len(sizes))], quality)
+        return total / math.comb(n, k), True
+    rng = rng or random.Random(0)
+    labels = [i for i, m in enumerate(sizes) for _ in range(m)] + [-1] * abstain
+    total = 0.0
+    for _ in range(samples):
+        counts = Counter(i for i in rng.sample(labels, k) if i >= 0)
+        total += _vote_value([counts.get(i, 0) for i in range(len(sizes))], quality)
+    return total / samples, False
+
+
+def _maj_by_counts(sizes: Sequence[int], quality: Sequence[float], abstain: int, k: int) -> float:
+    """Exact expectation by enumerating how many of the k picks fall in each group (multivariate
+    hypergeometric weights), which is far fewer cases than subsets when answers repeat."""
+    n = sum(sizes) + abstain
+    total = 0.0
+    counts = [0] * len(sizes)
+
+    def walk(i: int, left: int, weight: int) -> None:
+        nonlocal total
+        if i == len(sizes):
+            if left <= abstain:
+                total += weight * math.comb(abstain, left) * _vote_value(counts, quality)
+            return
+        for j in range(min(sizes[i], left) + 1):
+            counts[i] = j
+            walk(i + 1, left - j, weight * math.comb(sizes[i], j))
+        counts[i] = 0
+
+    walk(0, k, 1)
+    return total / math.comb(n, k)
+
+
+def bootstrap_interval(values: Sequence[float], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES,
+                       level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean, resampling problems with replacement."""
+    if not values:
+        return None
+    import numpy as np
+
+    data = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return (float(lo), float(hi))
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+def load_results(path: str | Path) -> list[dict]:
+    """Records of a results file, or ReportError with a one-line reason."""
+    from .results import ResultsFileError, read_records
+
+    path = Path(path)
+    if not path.exists():
+        raise ReportError(f"{path}: no such results file")
+    if path.is_dir():
+        raise ReportError(f"{path}: is a directory; give a results .jsonl file")
+    try:
+        records = read_records(path)
+    except ResultsFileError as exc:
+        raise ReportError(str(exc)) from None
+    except UnicodeDecodeError:
+        raise ReportError(f"{path}: not a results file (not UTF-8 text)") from None
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read ({exc.strerror})") from None
+    if not records:
+        raise ReportError(f"{path}: no results in the file (empty, or only a cut-off line)")
+    for number, rec in enumerate(records, 1):
+        if not isinstance(rec, dict):
+            raise ReportError(f"{path}: record {number} is a {type(rec).__name__}, not a result object")
+        for name in ("id", "strategy"):
+            if not isinstance(rec.get(name), str):
+                raise ReportError(f"{path}: record {number} has no {name!r}; is this a tts results file?")
+        if not isinstance(rec.get("candidates", []), list) or not isinstance(rec.get("ledger", {}), dict):
+            raise ReportError(f"{path}: record {number} ({rec['strategy']} {rec['id']}): "
+                              "'candidates' must be a list and 'ledger' an object")
+    return records
+
+
+# --- building ------------------------------------------------------------------------------------------
+
+def _pool(record: Mapping) -> tuple[list[str | None], list[bool]]:
+    graded = [c for c in record.get("candidates", []) if isinstance(c, Mapping) and c.get("correct") is not None]
+    return [c.get("answer") for c in graded], [bool(c["correct"]) for c in graded]
+
+
+def summarize_records(records: Sequence[Mapping], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES,
+                      with_curves: bool = True) -> dict:
+    """Accuracy, intervals, pool curves and compute of one strategy's records (a plain dict)."""
+    graded = [r for r in records if r.get("correct") is not None]
+    outcomes = [1.0 if r["correct"] else 0.0 for r in graded]
+    correct = sum(outcomes)
+    ledgers = [r.get("ledger") or {} for r in records]
+    gen = float(sum(l.get("generated_tokens", 0) for l in ledgers))
+    prompt = float(sum(l.get("prompt_tokens", 0) for l in ledgers))
+    flops = float(sum(l.get("flops", 0.0) for l in ledgers))
+    wall = float(sum(l.get("wall_seconds", 0.0) for l in ledgers))
+    pools = [_pool(r) for r in graded]
+    pools = [p for p in pools if p[0]]
+    n_cands = sum(len(a) for a, _ in pools)
+    cand_tokens = sum(c.get("num_tokens", 0) for r in graded for c in r.get("candidates", [])
+                      if isinstance(c, Mapping) and c.get("correct") is not None)
+    out: dict[str, Any] = {
+        "problems": len(records),
+        "graded": len(graded),
+        "accuracy": correct / len(graded) if graded else None,
+        "wilson": list(wilson_interval(correct, len(graded))) if graded else None,
+        "bootstrap": (list(bootstrap_interval(outcomes, seed=seed, resamples=resamples)) if graded else None),
+        "pool_size": max((len(a) for a, _ in pools), default=0),
+        "generated_tokens": gen,
+        "mean_generated_tokens": gen / len(records) if records else 0.0,
+        "mean_tokens_per_candidate": cand_tokens / n_cands if n_cands else None,
+        "prompt_tokens": prompt,
+        "flops": flops,
+        "mean_flops": flops / len(records) if records else 0.0,
+        "wall_seconds": wall,
+    }
+    if with_curves:
+        out["curve"], out["maj_exact"] = pool_curves(pools, seed=seed)
+    return out
+
+
+def pool_curves(pools: Sequence[tuple[Sequence[str | None], Sequence[bool]]], *, seed: int = 0) -> tuple[list[dict], bool]:
+    """pass@k and maj@k for k = 1..max pool size, each averaged over the problems with >= k candidates."""
+    rng = random.Random(seed)
+    biggest = max((len(a) for a, _ in pools), default=0)
+    curve, exact = [], True
+    for k in range(1, biggest + 1):
+        eligible = [(a, c) for a, c in pools if len(a) >= k]
+        passes = [pool_pass_at_k(c, k) for _, c in eligible]
+        majs = []
+        for a, c in eligible:
+            value, was_exact = maj_at_k(a, c, k, rng=rng)
+            majs.append(value)
+            exact = exact and was_exact
+        curve.append({"k": k, "problems": len(eligible), "pass_at_k": sum(passes) / len(passes),
+                      "maj_at_k": sum(majs) / len(majs)})
+    return curve, exact
+
+
+def _level_key(level: Any) -> tuple:
+    return (0, level, "") if isinstance(level, (int, float)) and not isinstance(level, bool) else (1, 0, str(level))
+
+
+def build_report(files: Sequence[str | Path], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
+    """The whole report as plain data (what ``--json`` prints)."""
+    out_files = []
+    for path in files:
+        records = load_results(path)
+        groups: dict[str, list[dict]] = {}
+        for rec in records:
+            groups.setdefault(rec["strategy"], []).append(rec)
+        strategies = {}
+        for name, recs in groups.items():
+            summary = summarize_records(recs, seed=seed, resamples=resamples)
+            by_level: dict[Any, list[dict]] = {}
+            for rec in recs:
+                level = (rec.get("metadata") or {}).get("level")
+                if level is not None:
+                    by_level.setdefault(level, []).append(rec)
+            if by_level:
+                summary["levels"] = {
+                    str(level): {"level": level, **summarize_records(by_level[level], seed=seed, resamples=resamples)}
+                    for level in sorted(by_level, key=_level_key)
+                }
+            strategies[name] = summary
+        datasets = sorted({str(r.get("dataset")) for r in records if r.get("dataset") is not None})
+        models = sorted({str(r.get("model")) for r in records if r.get("model") is not None})
+        out_files.append({"path": str(path), "records": len(records), "datasets": datasets, "models": models,
+                          "strategies": strategies})
+    return {"files": out_files, "seed": seed, "bootstrap_resamples": resamples,
+            "maj_tie_rule": "ties split evenly among the tied top answers; no-answer candidates abstain"}
+
+
+# --- rendering -----------------------------------------------------------------------------------------
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _ci(ci: Sequence[float] | None) -> str:
+    return "-" if not ci else f"{ci[0]:.2f}-{ci[1]:.2f}"
+
+
+def _ks(n: int) -> list[int]:
+    """Which k to show in a table: powers of two up to N, and N."""
+    ks = [k for k in (2**i for i in range(12)) if k < n] + ([n] if n else [])
+    return ks
+
+
+def render(report: Mapping):
+    """A rich renderable of the report: per file a summary, the pool curves and the per-level table,
+    and, with several files, one table comparing them side by side."""
+    from rich import box
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.table import Table
+
+    parts = []
+    for f in report["files"]:
+        title = f["path"] + (f"  ({', '.join(f['datasets'])}" + (f"; {', '.join(f['models'])}" if f["models"] else "") + ")"
+                             if f["datasets"] else "")
+        # two narrow tables rather than one wide one, so that both fit an 80-column terminal untruncated
+        table = Table(title=escape(title) + "  (95% intervals)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in ("strategy", "n", "accuracy", "Wilson", "bootstrap", "pass@1", "maj@N", "pass@N", "N"):
+            table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=col != "strategy")
+        compute = Table(title="compute per problem (totals for FLOPs and wall time)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in ("strategy", "gen tokens", "per candidate", "prompt tokens", "FLOPs total", "wall s total"):
+            compute.add_column(col, justify="left" if col == "strategy" else "right")
+        for name, s in f["strategies"].items():
+            curve = s.get("curve") or []
+            first, last = (curve[0], curve[-1]) if curve else ({}, {})
+            table.add_row(name, str(s["graded"]) if s["graded"] == s["problems"] else f"{s['graded']}/{s['problems']}",
+                          _pct(s["accuracy"]), _ci(s["wilson"]), _ci(s["bootstrap"]), _pct(first.get("pass_at_k")),
+                          _pct(last.get("maj_at_k")), _pct(last.get("pass_at_k")), str(s["pool_size"]))
+            per_cand = s.get("mean_tokens_per_candidate")
+            compute.add_row(name, f"{s['mean_generated_tokens']:.1f}", "-" if per_cand is None else f"{per_cand:.1f}",
+                            f"{s['prompt_tokens'] / max(s['problems'], 1):.1f}", f"{s['flops']:.3g}",
+                            f"{s['wall_seconds']:.1f}")
+        parts += [table, compute]
+
+        n_max = max((s["pool_size"] for s in f["strategies"].values()), default=0)
+        if n_max > 1:
+            ks = _ks(n_max)
+            curves = Table(title="pass@k / maj@k from the candidate pool", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+            curves.add_column("strategy")
+            for k in ks:
+                curves.add_column(f"k={k}", justify="right")
+            for name, s in f["strategies"].items():
+                by_k = {p["k"]: p for p in s.get("curve") or []}
+                curves.add_row(name, *(f"{by_k[k]['pass_at_k']:.3f} / {by_k[k]['maj_at_k']:.3f}" if k in by_k else "-"
+                                       for k in ks))
+            parts.append(curves)
+
+        if any("levels" in s for s in f["strategies"].values()):
+            levels = Table(title="by level", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+            for col in ("strategy", "level", "n", "acc", "95% Wilson", "maj@N", "pass@N", "tok/prob"):
+                levels.add_column(col, justify="left" if col in ("strategy", "level") else "right",
+                                  no_wrap=col != "strategy")
+            for name, s in f["strategies"].items():
+                for key, lv in (s.get("levels") or {}).items():
+                    last = (lv.get("curve") or [{}])[-1]
+                    levels.add_row(name, key, str(lv["graded"]), _pct(lv["accuracy"]), _ci(lv["wilson"]),
+                                   _pct(last.get("maj_at_k")), _pct(last.get("pass_at_k")),
+                                   f"{lv['mean_generated_tokens']:.0f}")
+            parts.append(levels)
+
+    if len(report["files"]) > 1:
+        side = Table(title="side by side: accuracy (95% Wilson) | mean generated tokens", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        side.add_column("strategy")
+        for f in report["files"]:
+            side.add_column(escape(Path(f["path"]).name), justify="right")
+        names = list(dict.fromkeys(n for f in report["files"] for n in f["strategies"]))
+        for name in names:
+            cells = []
+            for f in report["files"]:
+                s = f["strategies"].get(name)
+                cells.append("-" if s is None else
+                             f"{_pct(s['accuracy'])} ({_ci(s['wilson'])}) | {s['mean_generated_tokens']:.0f}")
+            side.add_row(name, *cells)
+        parts.append(side)
+    return Group(*parts)
+
+
+def print_report(report: Mapping, console=None) -> None:
+    if console is None:
+        from rich.console import Console
+
+        console = Console(highlight=False)
+    console.print(render(report))
+
+
+def to_json(report: Mapping) -> str:
+    return json.dumps(report, indent=2, sort_keys=False)
+
+
+def plot(report: Mapping, path: str | Path, x: str = "tokens") -> Path:
+    """Accuracy against mean generated tokens (or FLOPs) per problem: one point per (file, strategy) with
+    its Wilson interval, joined across files per strategy, and dashed maj@k curves from each pool (k
+    candidates cost k times the mean per candidate)."""
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(n for f in report["files"] for n in f["strategies"]))
+    several = len(report["files"]) > 1
+    for i, name in enumerate(names):
+        color = colors[i % len(colors)]
+        points = []
+        for file_index, f in enumerate(report["files"]):
+            s = f["strategies"].get(name)
+            if s is None or s["accuracy"] is None:
+                continue
+            xv = s["mean_generated_tokens"] if x == "tokens" else s["mean_flops"]
+            points.append((xv, s["accuracy"], s["wilson"]))
+            curve = s.get("curve") or []
+            per_candidate = _per_candidate(s, x)
+            if len(curve) > 1 and per_candidate:
+                label = f"{name} maj@k" + (f" ({Path(f['path']).stem})" if several else "")
+                ax.plot([p["k"] * per_candidate for p in curve], [p["maj_at_k"] for p in curve], color=color, alpha=0.6, label=label,
+                        linestyle=("--", ":", "-.", (0, (5, 1)))[file_index % 4])  # one dash style per file
+        if not points:
+            continue
+        points.sort()
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        err = [[y - p[2][0] for y, p in zip(ys, points)], [p[2][1] - y for y, p in zip(ys, points)]]
+        ax.errorbar(xs, ys, yerr=err, fmt="o-", color=color, capsize=3, label=name)
+    positive = [v for line in ax.get_lines() for v in line.get_xdata() if v > 0]
+    if positive and max(positive) / min(positive) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("mean generated tokens per problem" if x == "tokens" else "mean FLOPs per problem")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("accuracy against compute")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _per_candidate(summary: Mapping, x: str) -> float | None:
+    if x == "tokens":
+        return summary.get("mean_tokens_per_candidate")
+    n = summary.get("pool_size") or 0
+    return summary["mean_flops"] / n if n and summary["mean_flops"] else None
+
+
+# --- command -------------------------------------------------------------------------------------------
+
+@click.command("report")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
+@click.option("--plot", "plot_path", default=None, help="Also draw accuracy against compute to this image file.")
+@click.option("--x", "x_axis", type=click.Choice(X_AXES), default="tokens", show_default=True,
+              help="What the plot's x axis counts.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and maj@k sampling.")
+@click.option("--bootstrap", "resamples", type=click.IntRange(min=100), default=BOOTSTRAP_RESAMPLES,
+              show_default=True, help="Bootstrap resamples for the intervals.")
+def report_command(files, as_json, plot_path, x_axis, seed, resamples) -> None:
+    """Summarize result files: accuracy with 95% intervals, pass@k and maj@k curves, tokens, FLOPs, wall
+    time, per difficulty level; several files are also compared side by side."""
+    report = build_report(files, seed=seed, resamples=resamples)
+    if plot_path is not None:
+        try:
+            plot(report, plot_path, x=x_axis)
+        except ImportError:
+            raise ReportError("--plot needs matplotlib: pip install matplotlib") from None
+        except OSError as exc:
+            raise ReportError(f"--plot {plot_path}: {exc.strerror or exc}") from None
+    if as_json:
+        click.echo(to_json(report))
+    else:
+        print_report(report)
+        if plot_path is not None:
+            click.echo(f"plot: {plot_path}")
