@@ -35,6 +35,7 @@ def test_puzzles_are_seeded_solvable_and_checked(name):
         assert not grade(str(p.metadata["target"]), p.answer)  # the bare target uses no numbers
         value, used = puzzles.parse_expression(p.answer)
         assert value == p.metadata["target"] and sorted(used) == sorted(map(Fraction, p.metadata["numbers"]))
+        assert prompts.get(p.metadata["prompt_format"]).extractor == "expression"
 
 
 @pytest.mark.parametrize("candidate, ok", [

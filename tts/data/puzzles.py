@@ -172,7 +172,7 @@ def _problem(kind: str, index: int, numbers: list[int], target: int, solution: s
         id=f"{kind}-{index:04d}",
         answer=solution,
         metadata={"dataset": kind, "level": level, "numbers": list(numbers), "target": target,
-                  "checker": "expression"},
+                  "checker": "expression", "prompt_format": kind},
         **render(kind, listed, numbers=listed, target=target),
     )
 
