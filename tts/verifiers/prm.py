@@ -1,0 +1,365 @@
+"""Process reward models: one score per reasoning step, aggregated into one score per candidate.
+
+Two kinds, both on transformers (torch and transformers are imported when a model is first used):
+
+* :class:`TokenLogitPRM`: a causal LM trained to write a "good"/"bad" token after each step. The step
+  score is the probability of the good token at the step tag, renormalised over {good, bad} when a bad
+  token is configured (else over the whole vocabulary). ``format="tagged"`` appends ``step_tag`` after
+  each step in one text (Math-Shepherd: tag ``" ки"``, tokens ``"+"``/``"-"``); ``format="chat"`` writes
+  each step as a user turn and reads the assistant's first token (RLHFlow Llama3.1-8B-PRM: ``"+"``/``"-"``).
+* :class:`RewardHeadPRM`: a model with a per-token classification/reward head (Qwen2.5-Math-PRM). The
+  steps are joined by ``step_token`` (``"<extra_0>"``) and the head's probability of ``positive_label``
+  at each such token is the step score (one output logit: its sigmoid).
+
+The generator's step separator (``step_separator``, default a blank line) splits a candidate into steps;
+the PRM's own tag/token replaces it in the PRM's input. Scoring is batched (``max_batch`` sequences per
+forward), runs in a worker thread so the event loop keeps going, and charges the scored tokens, their
+forward FLOPs and one call per forward to the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ..budget import Ledger, ModelShape
+from ..types import Completion, Problem
+
+AGGREGATIONS = ("last", "min", "product", "mean")
+FORMATS = ("tagged", "chat")
+MODEL_CLASSES = ("token_classification", "auto_remote")
+
+
+def aggregate(step_scores: Sequence[float], how: str) -> float:
+    """One score from step scores: the last step's, the weakest step's, their product or their mean."""
+    if how not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {how!r}")
+    if not step_scores:
+        return float("-inf")
+    if how == "last":
+        return float(step_scores[-1])
+    if how == "min":
+        return float(min(step_scores))
+    if how == "product":
+        return float(math.prod(step_scores))
+    return float(sum(step_scores) / len(step_scores))
+
+
+def split_steps(text: str, separator: str) -> list[str]:
+    """A candidate's steps: pieces between separators, empty ones dropped (a bare text is one step)."""
+    steps = [s.strip() for s in text.split(separator)] if separator else [text.strip()]
+    steps = [s for s in steps if s]
+    return steps or [text.strip()]
+
+
+def question_of(problem: Problem) -> str:
+    if problem.prompt is not None:
+        return problem.prompt
+    users = [m.content for m in problem.chat() if m.role == "user"]
+    return users[-1] if users else ""
+
+
+class _HFModel:
+    """A tokenizer + model pair loaded once, with the bits of scoring every PRM/ORM shares."""
+
+    def __init__(self, path: str, kind: str, device: str, dtype: str, trust_remote_code: bool = False):
+        import torch
+        import transformers
+
+        self.torch = torch
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        torch_dtype = torch.float32 if (dtype == "auto" and device == "cpu") else dtype
+        if isinstance(torch_dtype, str) and torch_dtype != "auto":
+            torch_dtype = getattr(torch, torch_dtype)
+        loader = {
+            "causal_lm": transformers.AutoModelForCausalLM,
+            "token_classification": transformers.AutoModelForTokenClassification,
+            "sequence_classification": transformers.AutoModelForSequenceClassification,
+            "auto_remote": transformers.AutoModel,
+        }[kind]
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        self.model = loader.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        self.model = self.model.to(device).eval()
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        self.pad_id = int(pad)
+        # One forward at a time: concurrent problems share the model, and CPU forwards gain nothing from
+        # overlapping; it also guards config tweaks made just before a forward (the ORM's pad id).
+        self.lock = threading.RLock()
+        from ..backends.hf import _model_shape
+
+        self.shape: ModelShape = _model_shape(self.model)
+
+    def ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def single_id(self, text: str, what: str) -> int:
+        ids = self.ids(text)
+        if len(ids) != 1:
+            raise ValueError(f"{what} {text!r} must be exactly one token of this tokenizer, got {len(ids)} tokens")
+        return ids[0]
+
+    def bos(self) -> list[int]:
+        bos = self.tokenizer.bos_token_id
+        return [bos] if bos is not None and getattr(self.tokenizer, "add_bos_token", True) else []
+
+    def chat_ids(self, messages: list[dict], add_generation_prompt: bool) -> list[int]:
+        out = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
+        )
+        if isinstance(out, dict) or hasattr(out, "keys"):
+            out = out["input_ids"]
+        return list(out)
+
+    def forward(self, batch: list[list[int]], left_pad: bool = False, pad_id: int | None = None) -> tuple[Any, list[int]]:
+        """Logits of a padded batch (right-padded unless ``left_pad``) and each row's offset of token 0."""
+        torch = self.torch
+        width = max(len(x) for x in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id if pad_id is None else pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        offsets = []
+        for i, row in enumerate(batch):
+            start = width - len(row) if left_pad else 0
+            input_ids[i, start:start + len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, start:start + len(row)] = 1
+            offsets.append(start)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with self.lock, torch.inference_mode():
+            out = self.model(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+            )
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        return logits.float().cpu(), offsets
+
+    def batches(self, rows: list[list[int]], max_batch: int) -> list[list[int]]:
+        """Row indices grouped into batches of similar length (less padding)."""
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        return [order[i:i + max_batch] for i in range(0, len(order), max_batch)]
+
+    def cost(self, rows: list[list[int]], calls: int) -> tuple[int, float, int]:
+        tokens = sum(len(r) for r in rows)
+        flops = sum(self.shape.flops(0, len(r)) for r in rows)
+        return tokens, flops, calls
+
+
+def _check_common(cls: str, obj: Any) -> None:
+    if not isinstance(obj.model, str) or not obj.model:
+        raise ValueError(f"{cls}.model must be a model name or folder, got {obj.model!r}")
+    if obj.aggregation not in AGGREGATIONS:
+        raise ValueError(f"{cls}.aggregation must be one of {', '.join(AGGREGATIONS)}, got {obj.aggregation!r}")
+    if not isinstance(obj.max_batch, int) or obj.max_batch < 1:
+        raise ValueError(f"{cls}.max_batch must be a positive integer, got {obj.max_batch!r}")
+    if not isinstance(obj.step_separator, str):
+        raise ValueError(f"{cls}.step_separator must be a string, got {obj.step_separator!r}")
+
+
+class _Lazy:
+    """Loads the model on first use, once, even when several threads ask at the same time."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.value: _HFModel | None = None
+
+
+class _PRMBase:
+    async def score(self, problem: Problem, completions: Sequence[Completion], ledger: Ledger) -> list[float]:
+        if not completions:
+            return []
+        steps, cost = await asyncio.to_thread(self._score_steps, problem, [c.text for c in completions])
+        ledger.charge_verifier(*cost)  # ledgers live on the event loop thread, so charge here
+        return [aggregate(s, self.aggregation) for s in steps]
+
+    def step_scores(self, problem: Problem, texts: Sequence[str]) -> list[list[float]]:
+        """Per-step scores of each text (no ledger; for analysis and tests)."""
+        return self._score_steps(problem, list(texts))[0]
+
+    def engine(self) -> _HFModel:
+        lazy: _Lazy = self._lazy
+        with lazy.lock:
+            if lazy.value is None:
+                lazy.value = self._load()
+            return lazy.value
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}_{self.aggregation}"
+
+
+@dataclass(frozen=True)
+class TokenLogitPRM(_PRMBase):
+    """A causal-LM PRM scored by the probability of its "good" token at each step tag."""
+
+    model: str
+    format: str = "tagged"
+    step_tag: str = " ки"
+    good_token: str = "+"
+    bad_token: str | None = "-"
+    step_separator: str = "\n\n"
+    #: tagged format: the text between the question and the first step
+    question_separator: str = " "
+    aggregation: str = "min"
+    max_batch: int = 8
+    device: str = "auto"
+    dtype: str = "auto"
+    label: str = "prm"
+    needs_logprobs: bool = False
+    _lazy: _Lazy = field(default_factory=_Lazy, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_common("TokenLogitPRM", self)
+        if self.format not in FORMATS:
+            raise ValueError(f"TokenLogitPRM.format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.format == "tagged" and not self.step_tag:
+            raise ValueError("TokenLogitPRM.step_tag must be a non-empty string for the tagged format")
+        if not self.good_token:
+            raise ValueError(f"TokenLogitPRM.good_token must be a non-empty string, got {self.good_token!r}")
+        if self.bad_token is not None and (not self.bad_token or self.bad_token == self.good_token):
+            raise ValueError(f"TokenLogitPRM.bad_token must be None or a token other than good_token, got {self.bad_token!r}")
+
+    @classmethod
+    def math_shepherd(cls, model: str, **kw) -> "TokenLogitPRM":
+        return cls(model, format="tagged", step_tag=" ки", good_token="+", bad_token="-", **kw)
+
+    @classmethod
+    def rlhflow(cls, model: str, **kw) -> "TokenLogitPRM":
+        return cls(model, format="chat", good_token="+", bad_token="-", **kw)
+
+    def _load(self) -> _HFModel:
+        return _HFModel(self.model, "causal_lm", self.device, self.dtype)
+
+    def encode(self, problem: Problem, text: str) -> tuple[list[int], list[int]]:
+        """Token ids of the PRM input and the positions whose next-token logits score each step."""
+        eng = self.engine()
+        steps = split_steps(text, self.step_separator)
+        question = question_of(problem)
+        if self.format == "tagged":
+            # Built piece by piece, so a tag can never merge with the text around it and every
+            # position is known exactly.
+            ids = eng.bos() + eng.ids(question + self.question_separator)
+            tag = eng.ids(self.step_tag)
+            positions = []
+            for k, step in enumerate(steps):
+                ids += eng.ids(("\n" if k else "") + step) + tag
+                positions.append(len(ids) - 1)
+            return ids, positions
+        good = eng.single_id(self.good_token, "TokenLogitPRM.good_token")
+        messages: list[dict] = []
+        positions = []
+        for k, step in enumerate(steps):
+            messages.append({"role": "user", "content": (question + " " + step) if k == 0 else step})
+            prefix = eng.chat_ids(messages, add_generation_prompt=True)
+            positions.append(len(prefix) - 1)
+            messages.append({"role": "assistant", "content": self.good_token})
+        ids = eng.chat_ids(messages, add_generation_prompt=False)
+        # The score is read where the assistant's answer token would be generated, so the template
+        # must render each shorter conversation as a prefix of the whole (true of common templates).
+        if any(p + 1 >= len(ids) or ids[p + 1] != good for p in positions):
+            raise ValueError("the chat template does not put the good token right after each generation prompt")
+        return ids, positions
+
+    def _score_steps(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
+        eng = self.engine()
+        torch = eng.torch
+        good = eng.single_id(self.good_token, "TokenLogitPRM.good_token")
+        bad = eng.single_id(self.bad_token, "TokenLogitPRM.bad_token") if self.bad_token is not None else None
+        encoded = [self.encode(problem, t) for t in texts]
+        rows = [e[0] for e in encoded]
+        out: list[list[float]] = [[] for _ in texts]
+        groups = eng.batches(rows, self.max_batch)
+        for group in groups:
+            logits, _ = eng.forward([rows[i] for i in group])
+            for b, i in enumerate(group):
+                at = logits[b, encoded[i][1]]  # [steps, vocab]
+                if bad is None:
+                    probs = torch.softmax(at, dim=-1)[:, good]
+                else:
+                    probs = torch.softmax(at[:, [good, bad]], dim=-1)[:, 0]
+                out[i] = [float(p) for p in probs]
+        return out, eng.cost(rows, len(groups))
+
+
+@dataclass(frozen=True)
+class RewardHeadPRM(_PRMBase):
+    """A PRM with a per-token reward head, read at each step-separator token (Qwen2.5-Math-PRM style)."""
+
+    model: str
+    step_token: str = "<extra_0>"
+    positive_label: int = 1
+    step_separator: str = "\n\n"
+    #: render question and steps with the tokenizer's chat template (system prompt below), else plain text
+    chat: bool = True
+    system_prompt: str | None = "Please reason step by step, and put your final answer within \\boxed{}."
+    model_class: str = "token_classification"
+    trust_remote_code: bool = False
+    aggregation: str = "min"
+    max_batch: int = 8
+    device: str = "auto"
+    dtype: str = "auto"
+    label: str = "prm"
+    needs_logprobs: bool = False
+    _lazy: _Lazy = field(default_factory=_Lazy, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_common("RewardHeadPRM", self)
+        if not self.step_token:
+            raise ValueError(f"RewardHeadPRM.step_token must be a non-empty string, got {self.step_token!r}")
+        if not isinstance(self.positive_label, int) or self.positive_label < 0:
+            raise ValueError(f"RewardHeadPRM.positive_label must be a non-negative integer, got {self.positive_label!r}")
+        if self.model_class not in MODEL_CLASSES:
+            raise ValueError(f"RewardHeadPRM.model_class must be one of {', '.join(MODEL_CLASSES)}, got {self.model_class!r}")
+
+    @classmethod
+    def qwen_math_prm(cls, model: str, **kw) -> "RewardHeadPRM":
+        """Qwen2.5-Math-PRM-7B/72B: remote code, ``<extra_0>`` after each step, label 1 = correct."""
+        return cls(model, step_token="<extra_0>", model_class="auto_remote", trust_remote_code=True, **kw)
+
+    def _load(self) -> _HFModel:
+        return _HFModel(self.model, self.model_class, self.device, self.dtype, self.trust_remote_code)
+
+    def encode(self, problem: Problem, text: str) -> tuple[list[int], list[int]]:
+        eng = self.engine()
+        sep = eng.single_id(self.step_token, "RewardHeadPRM.step_token")
+        # A step token inside the candidate's own text would add a spurious step: remove it.
+        steps = [s.replace(self.step_token, "") for s in split_steps(text, self.step_separator)]
+        body = self.step_token.join(steps) + self.step_token
+        question = question_of(problem)
+        if self.chat and getattr(eng.tokenizer, "chat_template", None):
+            messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + [
+                {"role": "user", "content": question}, {"role": "assistant", "content": body},
+            ]
+            ids = eng.chat_ids(messages, add_generation_prompt=False)
+        else:
+            ids = eng.bos() + eng.ids(question + "\n" + body)
+        positions = [i for i, t in enumerate(ids) if t == sep]
+        if len(positions) != len(steps):
+            raise ValueError(
+                f"expected {len(steps)} {self.step_token!r} tokens in the PRM input, found {len(positions)}"
+            )
+        return ids, positions
+
+    def _score_steps(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
+        eng = self.engine()
+        torch = eng.torch
+        encoded = [self.encode(problem, t) for t in texts]
+        rows = [e[0] for e in encoded]
+        out: list[list[float]] = [[] for _ in texts]
+        groups = eng.batches(rows, self.max_batch)
+        for group in groups:
+            logits, _ = eng.forward([rows[i] for i in group])
+            if logits.shape[-1] <= self.positive_label and logits.shape[-1] != 1:
+                raise ValueError(
+                    f"RewardHeadPRM.positive_label {self.positive_label} is out of range for a head with "
+                    f"{logits.shape[-1]} outputs"
+                )
+            for b, i in enumerate(group):
+                at = logits[b, encoded[i][1]]  # [steps, labels]
+                probs = torch.sigmoid(at[:, 0]) if at.shape[-1] == 1 else torch.softmax(at, dim=-1)[:, self.positive_label]
+                out[i] = [float(p) for p in probs]
+        return out, eng.cost(rows, len(groups))
