@@ -141,6 +141,7 @@ async def run_async(
     backend: Backend,
     *,
     grade: Grade | None = None,
+    grader: Callable[[Problem], Grade] | None = None,
     budget: Budget | None = None,
     run_ledger: Ledger | None = None,
     concurrency: int = 32,
@@ -151,6 +152,8 @@ async def run_async(
 
     ``budget`` caps each problem; ``run_ledger`` (with its own budget) caps and counts the whole run.
     ``on_result`` is called as soon as each problem is done (to write it out, update progress).
+    ``grader`` picks a grade function per problem (puzzles by checker, code by tests); it overrides
+    ``grade``.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
@@ -165,7 +168,10 @@ async def run_async(
             gen = Generator(backend, ledger, derive_seed(seed, problem.id, strategy.name))
             trace = await strategy.solve(problem, gen)
             ledger.stop_clock()
-            result = grade_trace(problem, dataclasses.replace(trace, ledger=ledger.snapshot()), grade)
+            trace = dataclasses.replace(trace, ledger=ledger.snapshot())
+            grade_fn = grader(problem) if grader is not None else grade
+            # Graders may run code (HumanEval) or sympy: keep them off the event loop.
+            result = await asyncio.to_thread(grade_trace, problem, trace, grade_fn)
         if on_result is not None:
             maybe = on_result(result)
             if asyncio.iscoroutine(maybe):

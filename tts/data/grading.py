@@ -88,3 +88,40 @@ class Grader:
 
 #: reference-only graders per dataset (fit ``grade(answer, reference)`` with no Problem at hand)
 REFERENCE_GRADES: dict[str, Grade] = {"game24": check_against_reference, "countdown": check_against_reference}
+
+
+Extract = Callable[[str], "str | None"]
+
+
+def _number_answer(text: str) -> str | None:
+    from ..verifiers.answers import extract_answer, normalize_answer
+
+    return normalize_answer(extract_answer(text))
+
+
+def _expression_answer(text: str) -> str | None:
+    from .puzzles import extract_expression
+
+    return extract_expression(text)
+
+
+def _code_answer(text: str) -> str | None:
+    return code_from_text(text) if text.strip() else None
+
+
+#: prompt-format extractor name -> text -> the answer key candidates vote with and graders grade
+ANSWER_EXTRACTORS: dict[str, Extract] = {
+    "number": _number_answer,
+    "boxed": _number_answer,  # extract_answer prefers the last \boxed{} and normalizes numbers inside
+    "expression": _expression_answer,
+    "code": _code_answer,
+}
+
+
+def extractor_for(problem: Problem) -> Extract:
+    """How to read the final answer out of a model's text for this problem, from its prompt format."""
+    from .prompts import get
+
+    fmt = problem.metadata.get("prompt_format")
+    kind = get(fmt).extractor if fmt else "number"
+    return ANSWER_EXTRACTORS[kind]

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Problem, SamplingParams, Trace
-from ..verifiers.answers import extract_answer, normalize_answer
-from .sampling import Extractor, _params_config, choose_for_answer, make_trace, sample_or_nothing, vote
+from .sampling import Extractor, answer_reader, _params_config, choose_for_answer, make_trace, sample_or_nothing, vote
 
 RULES = ("beta", "dirichlet")
 
@@ -65,7 +64,7 @@ class AdaptiveConsistency(Strategy):
     rule: str = "beta"
     threshold: float = 0.95
     params: SamplingParams = field(default_factory=SamplingParams)
-    extract: Extractor = extract_answer
+    extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "adaptive"
 
     def __post_init__(self) -> None:
@@ -91,7 +90,7 @@ class AdaptiveConsistency(Strategy):
         while len(candidates) < self.n:
             size = min(self.batch, self.n - len(candidates))
             got, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=size))
-            candidates += [Candidate.from_completion(c, normalize_answer(self.extract(c.text))) for c in got]
+            candidates += [Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text)) for c in got]
             if stopped:
                 break
             counts = Counter(c.answer for c in candidates if c.answer is not None)

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field, replace
 
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Completion, Problem, SamplingParams, Trace
-from ..verifiers.answers import extract_answer, normalize_answer
 from ..verifiers.confidence import token_confidence
-from .sampling import Extractor, _params_config, choose_for_answer, make_trace, sample_or_nothing, vote
+from .sampling import Extractor, answer_reader, _params_config, choose_for_answer, make_trace, sample_or_nothing, vote
 
 MODES = ("offline", "online")
 
@@ -44,7 +43,7 @@ class DeepConf(Strategy):
     warmup: int = 4
     window: int = 8
     params: SamplingParams = field(default_factory=SamplingParams)
-    extract: Extractor = extract_answer
+    extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "deepconf"
 
     def __post_init__(self) -> None:
@@ -63,26 +62,26 @@ class DeepConf(Strategy):
     def confidence(self, completion: Completion) -> float:
         return token_confidence(completion.logprobs or (), "lowest_group", self.window)
 
-    def _candidate(self, c: Completion) -> Candidate:
-        return Candidate.from_completion(c, normalize_answer(self.extract(c.text)), {"confidence": self.confidence(c)})
+    def _candidate(self, problem: Problem, c: Completion) -> Candidate:
+        return Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text), {"confidence": self.confidence(c)})
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         params = replace(self.params, logprobs=True)
         if self.mode == "offline":
             got, stopped = await sample_or_nothing(gen, problem, replace(params, n=self.n))
-            candidates = [self._candidate(c) for c in got]
+            candidates = [self._candidate(problem, c) for c in got]
             ranked = sorted(range(len(candidates)), key=lambda i: (-candidates[i].scores["confidence"], i))
             voters = set(ranked[: max(1, math.ceil(self.keep * len(candidates)))]) if candidates else set()
             threshold = None
         else:
             warm, stopped = await sample_or_nothing(gen, problem, replace(params, n=self.warmup))
-            candidates = [self._candidate(c) for c in warm]
+            candidates = [self._candidate(problem, c) for c in warm]
             threshold = None
             if candidates and not stopped and self.n > self.warmup:
                 threshold = lowest_quantile([c.scores["confidence"] for c in candidates], 1 - self.keep)
                 guarded = replace(params, n=self.n - self.warmup, confidence_stop=(self.window, threshold))
                 rest, stopped = await sample_or_nothing(gen, problem, guarded)
-                candidates += [self._candidate(c) for c in rest]
+                candidates += [self._candidate(problem, c) for c in rest]
             voters = {i for i, c in enumerate(candidates) if c.finish_reason != "low_confidence"}
         answers = [c.answer if i in voters else None for i, c in enumerate(candidates)]
         weights = [math.exp(c.scores["confidence"]) for c in candidates]

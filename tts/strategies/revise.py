@@ -18,9 +18,8 @@ from dataclasses import dataclass, field, replace
 from ..budget import BudgetExhausted
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Message, Problem, SamplingParams, Trace
-from ..verifiers.answers import extract_answer, normalize_answer
 from ..verifiers.base import Verifier
-from .sampling import Extractor, _params_config, choose_for_answer, make_trace, vote
+from .sampling import Extractor, answer_reader, _params_config, choose_for_answer, make_trace, vote
 
 DEFAULT_INSTRUCTION = (
     "Check your previous answer. If it is wrong, give the corrected answer; if it is right, give it again. "
@@ -44,7 +43,7 @@ class Revise(Strategy):
     instruction: str = DEFAULT_INSTRUCTION
     verifier: Verifier | None = None
     params: SamplingParams = field(default_factory=SamplingParams)
-    extract: Extractor = extract_answer
+    extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "revise"
 
     def __post_init__(self) -> None:
@@ -80,7 +79,7 @@ class Revise(Strategy):
         stopped = next((s for _, s in chains if s), None)
         scores = await self.verifier.score(problem, completions, gen.ledger) if self.verifier and completions else None
         candidates = [
-            Candidate.from_completion(c, normalize_answer(self.extract(c.text)),
+            Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text),
                                       {self.verifier.name: scores[i]} if scores else {})
             for i, c in enumerate(completions)
         ]

@@ -14,10 +14,17 @@ from typing import Callable, Sequence
 from ..budget import BudgetExhausted
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Completion, Problem, SamplingParams, Trace
-from ..verifiers.answers import extract_answer, normalize_answer
+from ..data.grading import extractor_for
 from ..verifiers.base import Verifier
 
+#: text -> the answer key candidates vote with (already normalized); see tts.data.grading.extractor_for
 Extractor = Callable[[str], "str | None"]
+
+
+def answer_reader(extract: Extractor | None, problem: Problem) -> Extractor:
+    """The strategy's own extractor when it has one, else the one the problem's prompt format names
+    (numbers and boxed answers normalized, puzzle expressions, code blocks)."""
+    return extract if extract is not None else extractor_for(problem)
 
 
 async def sample_or_nothing(gen: Generator, problem: Problem, params: SamplingParams) -> tuple[list[Completion], str | None]:
@@ -55,12 +62,12 @@ class Single(Strategy):
     """One sample; its answer is the answer. The baseline every other strategy is measured against."""
 
     params: SamplingParams = field(default_factory=SamplingParams)
-    extract: Extractor = extract_answer
+    extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "single"
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         completions, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=1))
-        candidates = [Candidate.from_completion(c, normalize_answer(self.extract(c.text))) for c in completions]
+        candidates = [Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text)) for c in completions]
         return make_trace(problem, self.name, candidates, 0 if candidates else None, budget_stop=stopped)
 
     def config(self) -> dict:
@@ -73,7 +80,7 @@ class Majority(Strategy):
 
     n: int = 8
     params: SamplingParams = field(default_factory=SamplingParams)
-    extract: Extractor = extract_answer
+    extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "majority"
 
     def __post_init__(self) -> None:
@@ -82,7 +89,7 @@ class Majority(Strategy):
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         completions, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=self.n))
-        candidates = [Candidate.from_completion(c, normalize_answer(self.extract(c.text))) for c in completions]
+        candidates = [Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text)) for c in completions]
         winner, totals = vote([c.answer for c in candidates], None, gen.seed)
         return make_trace(problem, self.name, candidates, choose_for_answer(candidates, winner), votes=totals,
                       budget_stop=stopped)
@@ -98,7 +105,7 @@ class BestOfN(Strategy):
     verifier: Verifier
     n: int = 8
     params: SamplingParams = field(default_factory=SamplingParams)
-    extract: Extractor = extract_answer
+    extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "best_of_n"
 
     def __post_init__(self) -> None:
@@ -110,7 +117,7 @@ class BestOfN(Strategy):
         completions, stopped = await sample_or_nothing(gen, problem, params)
         scores = await self.verifier.score(problem, completions, gen.ledger) if completions else []
         candidates = [
-            Candidate.from_completion(c, normalize_answer(self.extract(c.text)), {self.verifier.name: s})
+            Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text), {self.verifier.name: s})
             for c, s in zip(completions, scores)
         ]
         chosen = max(range(len(scores)), key=lambda i: (scores[i], -i)) if scores else None
@@ -129,7 +136,7 @@ class WeightedMajority(Strategy):
     verifier: Verifier
     n: int = 8
     params: SamplingParams = field(default_factory=SamplingParams)
-    extract: Extractor = extract_answer
+    extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "weighted_majority"
 
     def __post_init__(self) -> None:
@@ -143,7 +150,7 @@ class WeightedMajority(Strategy):
         if any(s < 0 for s in scores):
             raise ValueError(f"{self.verifier.name} gave a negative score; weighted voting needs non-negative weights")
         candidates = [
-            Candidate.from_completion(c, normalize_answer(self.extract(c.text)), {self.verifier.name: s})
+            Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text), {self.verifier.name: s})
             for c, s in zip(completions, scores)
         ]
         winner, totals = vote([c.answer for c in candidates], scores, gen.seed)
