@@ -93,6 +93,7 @@ ADVERSARIAL = {
     ),
     "ctypes": "import ctypes\nctypes.CDLL(None).setsid()\n",
     "huge_file": "open('big', 'wb').write(b'0' * (64 * 1024 * 1024))\n",
+    "print_flood": "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n",
 }
 
 
@@ -123,6 +124,7 @@ def test_adversarial_programs_are_contained(tmp_path, monkeypatch):
     assert results["sleep_forever"].status == "timeout"
     assert results["memory_bomb"].status == "memory_limit"
     assert results["huge_file"].status == "file_size_limit"
+    assert len(results["print_flood"].stdout) <= box.max_output_chars + 100
     assert "PermissionError" in results["write_outside"].stderr
     assert not outside.exists()
     assert victim.read_text() == "keep me"

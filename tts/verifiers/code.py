@@ -245,24 +245,48 @@ def _user_process_count() -> int:
     return count
 
 
-def _kill_session(sid: int) -> None:
-    """SIGKILL the process group and anything else left in the session (grandchildren that moved group)."""
-    try:
-        os.killpg(sid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if not os.path.isdir("/proc"):
-        return
+def _session_members(sid: int) -> list[int]:
+    """Processes in session ``sid`` other than its (already reaped) leader."""
+    members = []
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+        if not name.isdigit() or int(name) == sid:
+            continue  # a live process with pid == sid after the leader was reaped is a stranger
         try:
             with open(f"/proc/{name}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
             if int(fields[3]) == sid:
-                os.kill(int(name), signal.SIGKILL)
+                members.append(int(name))
         except (OSError, ValueError, IndexError):
             pass
+    return members
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL whatever the program left in its session (background children, also ones that moved to
+    another process group). Repeated until none is left, because a process may fork while we scan."""
+    if not os.path.isdir("/proc"):
+        return
+    for _ in range(20):
+        members = _session_members(sid)
+        if not members:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.01)
+
+
+def _read_clipped(f, limit: int) -> str:
+    """The first and last ``limit // 2`` characters of an output file (never all of a huge one)."""
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
+    if size <= 2 * limit:
+        return _clip(f.read(), limit)
+    head = f.read(limit)
+    f.seek(size - limit)
+    return _clip(head + f.read(), limit)
 
 
 def _clip(text: bytes, limit: int) -> str:
@@ -288,30 +312,35 @@ def run_program(source: str, sandbox: Sandbox | None = None) -> TestResult:
         }
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": root, "TMPDIR": root, **box.env}
         cmd = [*_unshare_prefix(), sys.executable, "-I", "-B", "-c", _BOOTSTRAP, json.dumps(cfg), program]
-        proc = subprocess.Popen(
-            cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group and session, so all of it can be killed
-        )
-        timed_out = False
-        try:
-            out, err = proc.communicate(timeout=box.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_session(proc.pid)
-            out, err = proc.communicate()
-        finally:
-            _kill_session(proc.pid)  # background children outliving the program die too
-        seconds = time.perf_counter() - start
+        # Output goes to files, not pipes: the child's RLIMIT_FSIZE caps them, so a program printing in
+        # a loop cannot fill this process's memory, and no pipe can block on a full buffer.
+        with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+            proc = subprocess.Popen(
+                cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out_f, stderr=err_f,
+                start_new_session=True,  # its own process group and session, so all of it can be killed
+            )
+            timed_out = False
+            try:
+                proc.wait(timeout=box.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the leader is not reaped yet: its group is ours
+                except (ProcessLookupError, PermissionError):
+                    pass
+                proc.wait()
+            finally:
+                _kill_session(proc.pid)  # background children outliving the program die too
+            seconds = time.perf_counter() - start
+            out = _read_clipped(out_f, box.max_output_chars)
+            err = _read_clipped(err_f, box.max_output_chars)
         status = _status(proc.returncode, timed_out, err)
-        return TestResult(
-            status == "passed", status, proc.returncode, seconds,
-            _clip(out, box.max_output_chars), _clip(err, box.max_output_chars),
-        )
+        return TestResult(status == "passed", status, proc.returncode, seconds, out, err)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _status(returncode: int | None, timed_out: bool, stderr: bytes) -> str:
+def _status(returncode: int | None, timed_out: bool, stderr: str) -> str:
     if timed_out:
         return "timeout"
     if returncode == 0:
@@ -323,9 +352,9 @@ def _status(returncode: int | None, timed_out: bool, stderr: bytes) -> str:
     if returncode is not None and returncode < 0:
         return "killed"
     tail = stderr[-2000:]
-    if b"MemoryError" in tail:
+    if "MemoryError" in tail:
         return "memory_limit"
-    if b"File too large" in tail:  # Python ignores SIGXFSZ, so the limit surfaces as EFBIG
+    if "File too large" in tail:  # Python ignores SIGXFSZ, so the limit surfaces as EFBIG
         return "file_size_limit"
     return "failed"
 
