@@ -1,5 +1,6 @@
 import asyncio
 import json
+import os
 import random
 import threading
 import time
@@ -179,3 +180,17 @@ def test_gsm8k_reference_solutions(shared_data):
           f"another problem's answer graded wrong {wrong:.3f} (n={len(other_pairs)})")
     assert own >= 0.99
     assert wrong >= 0.99
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_workers():
+    assert equivalent(r"\sqrt{4}", "2.0")  # the parent has a worker now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        ok = equivalent(r"\sqrt{9}", "3.0") and not equivalent(r"\sqrt{9}", "4")
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert equivalent(r"\sqrt{16}", "4")  # and the parent's pool still works

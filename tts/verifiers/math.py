@@ -252,10 +252,14 @@ class _Pool:
         self._idle: list[_Worker] = []
         self._count = 0
         self._cond = threading.Condition()
+        self._pid = os.getpid()
 
     def call(self, op: str, args: Sequence[str], timeout: float) -> dict | None:
         """The worker's reply, or None when the deadline passed."""
         with self._cond:
+            if self._pid != os.getpid():
+                # A forked child must not share its parent's pipes: start its own workers.
+                self._idle, self._count, self._pid = [], 0, os.getpid()
             while not self._idle and self._count >= self.size:
                 self._cond.wait()
             worker = self._idle.pop() if self._idle else None
