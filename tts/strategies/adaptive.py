@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Problem, SamplingParams, Trace
-from .sampling import Extractor, answer_reader, _params_config, choose_for_answer, make_trace, sample_or_nothing, vote
+from .sampling import Extractor, answer_reader, key_reader, _params_config, choose_for_answer, make_trace, sample_or_nothing, vote
 
 RULES = ("beta", "dirichlet")
 
@@ -87,18 +87,19 @@ class AdaptiveConsistency(Strategy):
         candidates: list[Candidate] = []
         stopped = None
         confidence = 0.0
+        key = key_reader(self.extract, problem) or (lambda a: a)
         while len(candidates) < self.n:
             size = min(self.batch, self.n - len(candidates))
             got, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=size))
             candidates += [Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text)) for c in got]
             if stopped:
                 break
-            counts = Counter(c.answer for c in candidates if c.answer is not None)
+            counts = Counter(key(c.answer) for c in candidates if c.answer is not None)
             confidence = self.settled(counts, gen.seed + len(candidates))
             if confidence >= self.threshold:
                 break
-        winner, totals = vote([c.answer for c in candidates], None, gen.seed)
-        return make_trace(problem, self.name, candidates, choose_for_answer(candidates, winner), votes=totals,
+        winner, totals = vote([c.answer for c in candidates], None, gen.seed, key)
+        return make_trace(problem, self.name, candidates, choose_for_answer(candidates, winner, None, key), votes=totals,
                           samples=len(candidates), leader_probability=round(confidence, 6), budget_stop=stopped)
 
     def config(self) -> dict:

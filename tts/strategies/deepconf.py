@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Completion, Problem, SamplingParams, Trace
 from ..verifiers.confidence import token_confidence
-from .sampling import Extractor, answer_reader, _params_config, choose_for_answer, make_trace, sample_or_nothing, vote
+from .sampling import Extractor, answer_reader, key_reader, _params_config, choose_for_answer, make_trace, sample_or_nothing, vote
 
 MODES = ("offline", "online")
 
@@ -85,10 +85,11 @@ class DeepConf(Strategy):
             voters = {i for i, c in enumerate(candidates) if c.finish_reason != "low_confidence"}
         answers = [c.answer if i in voters else None for i, c in enumerate(candidates)]
         weights = [math.exp(c.scores["confidence"]) for c in candidates]
-        winner, totals = vote(answers, weights, gen.seed)
+        key = key_reader(self.extract, problem)
+        winner, totals = vote(answers, weights, gen.seed, key)
         scores = [w if i in voters else -1.0 for i, w in enumerate(weights)]
         return make_trace(
-            problem, self.name, candidates, choose_for_answer(candidates, winner, scores), votes=totals,
+            problem, self.name, candidates, choose_for_answer(candidates, winner, scores, key), votes=totals,
             threshold=threshold, voters=len(voters),
             stopped_early=sum(c.finish_reason == "low_confidence" for c in candidates), budget_stop=stopped,
         )

@@ -19,7 +19,7 @@ from ..budget import BudgetExhausted
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Message, Problem, SamplingParams, Trace
 from ..verifiers.base import Verifier
-from .sampling import Extractor, answer_reader, _params_config, choose_for_answer, make_trace, vote
+from .sampling import Extractor, answer_reader, key_reader, _params_config, choose_for_answer, make_trace, vote
 
 DEFAULT_INSTRUCTION = (
     "Check your previous answer. If it is wrong, give the corrected answer; if it is right, give it again. "
@@ -87,8 +87,9 @@ class Revise(Strategy):
             chosen = max(range(len(scores)), key=lambda i: (scores[i], -i)) if scores else None
             totals = None
         else:
-            winner, totals = vote([c.answer for c in candidates], None, gen.seed)
-            chosen = choose_for_answer(candidates, winner)
+            key = key_reader(self.extract, problem)
+            winner, totals = vote([c.answer for c in candidates], None, gen.seed, key)
+            chosen = choose_for_answer(candidates, winner, None, key)
         return make_trace(problem, self.name, candidates, chosen, votes=totals, chains=self.chains,
                           revisions=self.revisions, depth=depth, budget_stop=stopped)
 

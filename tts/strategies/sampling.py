@@ -14,11 +14,20 @@ from typing import Callable, Sequence
 from ..budget import BudgetExhausted
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Completion, Problem, SamplingParams, Trace
-from ..data.grading import extractor_for
+from ..data.grading import extractor_for, vote_key_for
 from ..verifiers.base import Verifier
 
 #: text -> the answer key candidates vote with (already normalized); see tts.data.grading.extractor_for
 Extractor = Callable[[str], "str | None"]
+
+
+Key = Callable[[str], str]
+
+
+def key_reader(extract: Extractor | None, problem: Problem) -> Key | None:
+    """How equivalent answers are grouped for voting: by the problem's format unless the strategy
+    brings its own extractor (then its answers are compared as written)."""
+    return None if extract is not None else vote_key_for(problem)
 
 
 def answer_reader(extract: Extractor | None, problem: Problem) -> Extractor:
@@ -35,21 +44,29 @@ async def sample_or_nothing(gen: Generator, problem: Problem, params: SamplingPa
         return [], str(exc)
 
 
-def vote(answers: Sequence[str | None], weights: Sequence[float] | None, seed: int) -> tuple[str | None, dict[str, float]]:
+def vote(
+    answers: Sequence[str | None], weights: Sequence[float] | None, seed: int, key: Key | None = None
+) -> tuple[str | None, dict[str, float]]:
     """The answer with the largest total weight (count when unweighted); None answers do not vote.
 
-    Ties are broken by a seeded draw among the tied answers, sorted first so that the draw depends only
-    on the seed and the set of tied answers, never on sample order.
+    ``key`` maps equivalent answers to one vote (e.g. math-verify's key); the winner is returned as the
+    first answer written with the winning key, and the totals are labelled the same way.
+    Ties are broken by a seeded draw among the tied keys, sorted first so that the draw depends only on
+    the seed and the set of tied answers, never on sample order.
     """
     totals: Counter = Counter()
+    label: dict[str, str] = {}
     for i, a in enumerate(answers):
         if a is not None:
-            totals[a] += 1.0 if weights is None else weights[i]
+            k = key(a) if key else a
+            label.setdefault(k, a)
+            totals[k] += 1.0 if weights is None else weights[i]
     if not totals:
         return None, {}
     best = max(totals.values())
-    tied = sorted(a for a, w in totals.items() if w == best)
-    return (tied[0] if len(tied) == 1 else random.Random(seed).choice(tied)), dict(totals)
+    tied = sorted(k for k, w in totals.items() if w == best)
+    winner = tied[0] if len(tied) == 1 else random.Random(seed).choice(tied)
+    return label[winner], {label[k]: w for k, w in totals.items()}
 
 
 def make_trace(problem: Problem, name: str, candidates: list[Candidate], chosen: int | None, **info) -> Trace:
@@ -90,8 +107,9 @@ class Majority(Strategy):
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         completions, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=self.n))
         candidates = [Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text)) for c in completions]
-        winner, totals = vote([c.answer for c in candidates], None, gen.seed)
-        return make_trace(problem, self.name, candidates, choose_for_answer(candidates, winner), votes=totals,
+        key = key_reader(self.extract, problem)
+        winner, totals = vote([c.answer for c in candidates], None, gen.seed, key)
+        return make_trace(problem, self.name, candidates, choose_for_answer(candidates, winner, None, key), votes=totals,
                       budget_stop=stopped)
 
     def config(self) -> dict:
@@ -153,8 +171,9 @@ class WeightedMajority(Strategy):
             Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text), {self.verifier.name: s})
             for c, s in zip(completions, scores)
         ]
-        winner, totals = vote([c.answer for c in candidates], scores, gen.seed)
-        chosen = choose_for_answer(candidates, winner, scores)
+        key = key_reader(self.extract, problem)
+        winner, totals = vote([c.answer for c in candidates], scores, gen.seed, key)
+        chosen = choose_for_answer(candidates, winner, scores, key)
         return make_trace(problem, self.name, candidates, chosen, votes=totals, verifier=self.verifier.name,
                       budget_stop=stopped)
 
@@ -162,11 +181,14 @@ class WeightedMajority(Strategy):
         return {"strategy": self.name, "n": self.n, "verifier": self.verifier.name, "params": _params_config(self.params)}
 
 
-def choose_for_answer(candidates: Sequence[Candidate], answer: str | None, scores: Sequence[float] | None = None) -> int | None:
+def choose_for_answer(
+    candidates: Sequence[Candidate], answer: str | None, scores: Sequence[float] | None = None, key: Key | None = None
+) -> int | None:
     """The candidate that represents the winning answer: its best-scored one, else its first one."""
     if answer is None:
         return None
-    indices = [i for i, c in enumerate(candidates) if c.answer == answer]
+    same = (lambda a: a is not None and key(a) == key(answer)) if key else (lambda a: a == answer)
+    indices = [i for i, c in enumerate(candidates) if same(c.answer)]
     if scores is None:
         return indices[0]
     return max(indices, key=lambda i: (scores[i], -i))
