@@ -1,0 +1,157 @@
+"""Tree search (beam search, DVTS, REBASE, MCTS, particle filter) on a scripted tree with known step scores.
+
+The scripted model names each step after its parent's step plus a letter (the k-th sample drawn from a
+prefix gets the k-th letter), so the children of step "B" are "BA", "BB", ...; steps at FINAL depth end
+the solution with an answer. The scripted PRM scores a partial solution by its newest step's name.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tts.backends.scripted import ScriptedBackend, ScriptedReply
+from tts.budget import Budget
+from tts.runtime import derive_seed, run_async
+from tts.strategies.beam import DVTS, BeamSearch, Rebase, allocate
+from tts.strategies.mcts import MCTS
+from tts.strategies.particles import ParticleFilter
+from tts.strategies.steps import (FunctionStepScorer, Segmenter, VerifierStepScorer, ended_at_stop, to_step)
+from tts.strategies.tree import Tree
+from tts.types import Completion, Problem, SamplingParams
+from tts.verifiers.confidence import ConfidenceVerifier
+
+from .conftest import run
+
+P = Problem(id="q", prompt="Solve it.", answer="7")
+SCORES = {"A": .1, "B": .9, "C": .5, "D": .8, "BA": .2, "BB": .3, "DA": .95, "DB": .1, "AA": .6, "AB": 0.0,
+          "DAA": .4, "DAB": .7, "BBA": .99, "BBB": .1}
+ANSWERS = {"BBA": 7, "BBB": 3, "DAA": 3, "DAB": 3}
+PARAMS = SamplingParams(max_tokens=200, temperature=1.0)
+
+
+def steps_of(prompt: str) -> list[str]:
+    prefix = prompt.split("Assistant: ", 1)[1]
+    return [s for s in prefix.split("\n\n") if s.strip()]
+
+
+def script(final: int = 3):
+    def reply(prompt: str, index: int) -> str:
+        steps = steps_of(prompt)
+        name = (steps[-1].split()[0] if steps else "") + "ABCDEFGH"[index % 8]
+        if len(steps) + 1 >= final:
+            return f"{name} so the answer is {ANSWERS.get(name, 0)}"
+        return f"{name}\n\nnext"  # the token after the blank line completes the stop string
+    return reply
+
+
+def prm(scores=SCORES):
+    return FunctionStepScorer(lambda text: scores.get(text.split("\n\n")[-1].split()[0], 0.0), name="prm")
+
+
+def solve(strategy, problems=(P,), budget=None, backend=None):
+    backend = backend or ScriptedBackend(script())
+    results = run(run_async(list(problems), strategy, backend, budget=budget))
+    return results, backend
+
+
+def names(trace, ids):
+    nodes = {n["id"]: n for n in trace.info["tree"]["nodes"]}
+    return [nodes[i]["step"].split()[0] for i in ids]
+
+
+# --- steps ---------------------------------------------------------------------------------------
+
+def test_step_stop_and_end_of_sequence_are_told_apart():
+    backend = ScriptedBackend(["x"])
+    seg = Segmenter()
+    params = seg.params(SamplingParams(), "", 50)
+    assert params.stop == ("\n\n",) and params.max_tokens == 50
+    stopped = ScriptedBackend._complete(ScriptedReply("one two\n\nthree"), params, 0)
+    ended = ScriptedBackend._complete(ScriptedReply("one two"), params, 0)
+    assert stopped.text == ended.text == "one two" and stopped.finish_reason == ended.finish_reason == "stop"
+    assert ended_at_stop(stopped, "\n\n", backend) and not ended_at_stop(ended, "\n\n", backend)
+    step = to_step(seg, stopped, "", backend)
+    assert (step.text, step.join, step.finished) == ("one two", "\n\n", False)
+    step = to_step(seg, ended, "", backend)
+    assert (step.join, step.finished) == ("", True)
+
+
+def test_tokens_regex_and_think_segmentation():
+    backend = ScriptedBackend(["x"])
+    seg = Segmenter(mode="tokens", step_tokens=3)
+    params = seg.params(SamplingParams(), "", 100)
+    assert params.max_tokens == 3 and params.stop == ()
+    c = ScriptedBackend._complete(ScriptedReply("a b c d e"), params, 0)
+    assert to_step(seg, c, "", backend).finished is False  # a length stop is the step boundary
+    seg = Segmenter(mode="regex", pattern=r"Step \d+:")
+    c = Completion("first part Step 2: second", 5, "stop")
+    step = to_step(seg, c, "", backend)
+    assert (step.text, step.join, step.finished) == ("first part ", "Step 2:", False)
+    assert to_step(seg, Completion("no boundary", 2, "stop"), "", backend).finished
+    with pytest.raises(ValueError, match="pattern"):
+        Segmenter(mode="regex")
+    # After </think> the answer is one final step: no delimiter stop, whatever ended it.
+    seg = Segmenter()
+    assert seg.params(SamplingParams(), "<think>a\n\nb</think>", 9).stop == ()
+    step = to_step(seg, ScriptedBackend._complete(ScriptedReply("x\n\ny"), SamplingParams(), 0),
+                   "<think>a</think>", backend)
+    assert step.finished
+
+
+def test_verifier_step_scorer_scores_the_partial_text():
+    scorer = VerifierStepScorer(ConfidenceVerifier("mean"))
+    assert scorer.needs_logprobs and scorer.name == "confidence_mean"
+    backend = ScriptedBackend([ScriptedReply("A\n\nnext", [-1.0, -3.0]), ScriptedReply("B", [-0.1])])
+    strategy = BeamSearch(n=2, expansions=1, scorer=scorer, params=PARAMS)
+    [r], _ = solve(strategy, backend=backend)
+    nodes = r.trace.info["tree"]["nodes"]
+    # The first step "A" stopped at the blank line: both tokens are its logprobs, mean -2.
+    a = next(n for n in nodes if n["step"] == "A")
+    assert a["score"] == pytest.approx(round(2.718281828 ** -2.0, 6), abs=1e-6)
+
+
+# --- strategies ----------------------------------------------------------------------------------
+
+def test_beam_search_keeps_the_top_beams_at_each_step():
+    scorer = prm()
+    [r], backend = solve(BeamSearch(n=4, expansions=2, scorer=scorer, params=PARAMS))
+    t = r.trace
+    assert [names(t, ids) for ids in t.info["beams"]] == [["B", "D"], ["DA", "BB"]]
+    assert sorted(c.text.split("\n\n")[-1].split()[0] for c in t.candidates) == ["BBA", "BBB", "DAA", "DAB"]
+    assert t.answer == "7" and t.candidates[t.chosen].text.startswith("B\n\nBB\n\nBBA")
+    assert backend.batches == [1, 2, 2]  # the beams of a step go out together
+    assert scorer.calls == [4, 4, 4]  # one scorer call per step
+    assert t.info["completed"] == 4
+
+
+def test_beam_search_lookahead_ranks_by_the_rollout():
+    # Without lookahead "B" (0.9) beats "C" (0.5); one greedy step further, C's child CA scores 1.0.
+    scores = {**SCORES, "CA": 1.0, "BA": 0.0, "AA": 0.0, "DA": 0.0}
+    [r], _ = solve(BeamSearch(n=4, expansions=4, lookahead=1, scorer=prm(scores), params=PARAMS),
+                   backend=ScriptedBackend(script(final=4)))
+    assert names(r.trace, r.trace.info["beams"][0]) == ["C"]
+    kinds = {n["kind"] for n in r.trace.info["tree"]["nodes"]}
+    assert "lookahead" in kinds
+
+
+def test_dvts_subtrees_and_pooled_selection():
+    [r], _ = solve(DVTS(n=4, expansions=2, scorer=prm(), params=PARAMS))
+    t = r.trace
+    assert {g: names(t, ids) for g, ids in t.info["subtrees"].items()} == {
+        "0": ["B", "BB", "BBA"], "1": ["D", "DA", "DAB"]}
+    assert t.answer == "7"
+    assert len(t.candidates) == 4
+    # A weighted vote pools the subtrees: "3" has 0.1 + 0.4 + 0.7 > 0.99.
+    [r], _ = solve(DVTS(n=4, expansions=2, scorer=prm(), params=PARAMS, select="weighted"))
+    assert r.trace.answer == "3" and r.trace.info["votes"]["3"] == pytest.approx(1.2)
+
+
+def test_rebase_shares_the_expansion_budget_by_softmax():
+    assert allocate(4, [0.0817, 0.4049, 0.1819, 0.3315]) == [0, 2, 1, 1]
+    [r], _ = solve(Rebase(n=4, temperature=0.5, scorer=prm(), params=PARAMS))
+    t = r.trace
+    shares = [{name: k for name, k in zip(names(t, [int(i) for i in s]), s.values())} for s in t.info["shares"]]
+    assert shares == [{"B": 2, "C": 1, "D": 1}, {"BA": 1, "BB": 1, "DA": 2}]
+    assert len(t.candidates) == 4 and t.answer == "7"  # BBA (0.99) beats BAA, DAA, DAB

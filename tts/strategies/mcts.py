@@ -1,0 +1,161 @@
+"""Monte Carlo tree search over steps.
+
+Each simulation selects a path from the root by UCT, Q + c * sqrt(ln N(parent) / N(child)), or PUCT,
+Q + c * P(child) * sqrt(N(parent)) / (1 + N(child)), with the prior P the normalised probability of the
+step (exp of its mean token logprob; uniform without logprobs). At a node not yet expanded it samples K
+next steps in one request and evaluates each new child: by the step scorer (the child's aggregated path
+score), or with ``value="rollout"`` by continuing it greedily to the end and scoring the finished text
+with an outcome verifier. Each child starts with one visit and its value; the expanded node and its
+ancestors gain K visits and the sum of the K values (so N counts evaluations below a node and Q is their
+mean). A simulation that selects a finished node re-evaluates it (its score, no engine call).
+
+The final answer is the node reached by following the most visited children (``final="visits"``), the
+highest-valued ones (``"value"``), or a majority vote over the finished leaves (``"vote"``).
+
+Simulations are sequential within a problem (each one's selection depends on the last one's values); the
+K expansions of a simulation go out as one request and many problems in flight fill the engine's batches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..runtime import Generator
+from ..types import Completion, Problem, Trace
+from .tree import Node, Search, TreeSearch
+
+SELECTION = ("uct", "puct")
+VALUES = ("scorer", "rollout")
+FINALS = ("visits", "value", "vote")
+
+
+@dataclass(frozen=True)
+class MCTS(TreeSearch):
+    simulations: int = 8
+    expansions: int = 3  # K next steps sampled when a node is expanded
+    c_explore: float = 1.0
+    selection: str = "uct"
+    value: str = "scorer"
+    #: outcome verifier for rollouts (value="rollout"); None: the step scorer scores the rollout's end
+    rollout_verifier: Any = None
+    final: str = "visits"
+    name: str = "mcts"
+
+    def __post_init__(self) -> None:
+        self._check()
+        c = "MCTS"
+        for name in ("simulations", "expansions"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{c}.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.c_explore, (int, float)) or self.c_explore < 0:
+            raise ValueError(f"{c}.c_explore must be a number >= 0, got {self.c_explore!r}")
+        if self.selection not in SELECTION:
+            raise ValueError(f"{c}.selection must be one of {', '.join(SELECTION)}, got {self.selection!r}")
+        if self.value not in VALUES:
+            raise ValueError(f"{c}.value must be one of {', '.join(VALUES)}, got {self.value!r}")
+        if self.final not in FINALS:
+            raise ValueError(f"{c}.final must be one of {', '.join(FINALS)}, got {self.final!r}")
+        if self.rollout_verifier is not None and not hasattr(self.rollout_verifier, "score"):
+            raise ValueError(f"{c}.rollout_verifier must be a Verifier, got {self.rollout_verifier!r}")
+
+    def ucb(self, parent: Node, child: Node) -> float:
+        if child.visits == 0:
+            return math.inf
+        if self.selection == "uct":
+            return child.value + self.c_explore * math.sqrt(math.log(parent.visits) / child.visits)
+        return child.value + self.c_explore * child.prior * math.sqrt(parent.visits) / (1 + child.visits)
+
+    def select_path(self, s: Search) -> Node:
+        node = s.tree.root
+        while not node.finished:
+            kids = s.tree.kids(node)
+            if not kids:
+                return node
+            node = max(kids, key=lambda k: (self.ucb(node, k), -k.id))
+        return node
+
+    async def evaluate(self, s: Search, kids: list[Node]) -> list[float]:
+        if self.value == "scorer":
+            return [k.path_score for k in kids]
+        ends = await s.rollout(kids, None, "rollout")
+        if self.rollout_verifier is None:
+            await s.score(ends)
+            return [e.path_score for e in ends]
+        completions = [Completion(e.text, e.path_tokens, e.finish_reason or "length",
+                                  logprobs=s.tree.partial(e).logprobs) for e in ends]
+        return [float(v) for v in await self.rollout_verifier.score(s.problem, completions, s.gen.ledger)]
+
+    @staticmethod
+    def backpropagate(s: Search, node: Node, visits: int, total: float) -> None:
+        while True:
+            node.visits += visits
+            node.value_sum += total
+            if node.parent is None:
+                return
+            node = s.tree.nodes[node.parent]
+
+    async def solve(self, problem: Problem, gen: Generator) -> Trace:
+        s = Search(self, problem, gen)
+        done = 0
+        for _ in range(self.simulations):
+            if s.stopped:
+                break
+            leaf = self.select_path(s)
+            done += 1
+            if leaf.finished:
+                self.backpropagate(s, leaf, 1, leaf.path_score if leaf.path_score is not None else 0.0)
+                continue
+            [kids] = await s.expand([(leaf, self.expansions)])
+            if not kids:
+                break  # refused by the budget
+            await s.score(kids)
+            set_priors(kids)
+            values = [v if v is not None and math.isfinite(v) else 0.0 for v in await self.evaluate(s, kids)]
+            for kid, v in zip(kids, values):
+                kid.visits, kid.value_sum = 1, v
+            self.backpropagate(s, leaf, len(kids), sum(values))
+        chosen_node = self.final_node(s)
+        if self.final == "vote":
+            pool = s.finished() or ([chosen_node] if chosen_node else [])
+            candidates, chosen, votes = s.choose(pool, "majority")
+        else:
+            pool = s.finished()
+            ids = [n.id for n in pool]
+            if chosen_node is not None and chosen_node.id not in ids:
+                pool, ids = pool + [chosen_node], ids + [chosen_node.id]
+            candidates, votes = s.choose(pool)[0], None
+            chosen = ids.index(chosen_node.id) if chosen_node is not None else None
+        return s.trace(candidates, chosen, votes=votes, simulations=done,
+                       root_visits=s.tree.root.visits, root_value=round(s.tree.root.value, 6))
+
+    def final_node(self, s: Search) -> Node | None:
+        """Follow the most visited (or highest valued) children from the root down to a leaf."""
+        node = s.tree.root
+        while True:
+            kids = s.tree.kids(node)
+            if not kids:
+                return node if node.parent is not None else None
+            if self.final == "value":
+                node = max(kids, key=lambda k: (k.value, k.visits, -k.id))
+            else:
+                node = max(kids, key=lambda k: (k.visits, k.value, -k.id))
+
+    def config(self) -> dict:
+        return {**self.base_config(), "simulations": self.simulations, "expansions": self.expansions,
+                "c_explore": self.c_explore, "selection": self.selection, "value": self.value,
+                "rollout_verifier": getattr(self.rollout_verifier, "name", None), "final": self.final}
+
+
+def set_priors(kids: list[Node]) -> None:
+    """P(child) among siblings: exp(mean token logprob of its step), normalised; uniform without logprobs."""
+    if any(not k.logprobs for k in kids):
+        for k in kids:
+            k.prior = 1.0 / len(kids)
+        return
+    weights = [math.exp(sum(k.logprobs) / len(k.logprobs)) for k in kids]
+    total = sum(weights)
+    for k, w in zip(kids, weights):
+        k.prior = w / total
