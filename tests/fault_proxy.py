@@ -130,7 +130,8 @@ class FaultProxy:
             result = self.upstream(method, path, payload)
             return (await result) if asyncio.iscoroutine(result) else result
         keep = {k: v for k, v in headers.items() if k in ("authorization", "content-type")}
-        response = await self._client.request(method, "/v1" + path, content=body, headers=keep)
+        # httpx appends the path to base_url (which holds /v1).
+        response = await self._client.request(method, path, content=body, headers=keep)
         try:
             return response.status_code, response.json()
         except ValueError:
