@@ -133,6 +133,10 @@ class Ledger:
     _reserved_calls: int = 0
     _started: float = field(default_factory=time.perf_counter)
     _stopped: float | None = None
+    # Budget forcing splits generated tokens into thinking and answer (a subset of generated_tokens,
+    # reported separately; no budget caps them). Kept last so positional construction is unchanged.
+    thinking_tokens: int = 0
+    answer_tokens: int = 0
 
     # --- reading -----------------------------------------------------------------------------------
     @property
@@ -242,3 +246,10 @@ class Ledger:
             node.verifier_tokens += tokens
             node.flops += flops
             node.engine_calls += calls
+
+    def record_thinking(self, thinking: int, answer: int) -> None:
+        """Note how many already-charged generated tokens were thinking and how many answer, here and
+        in the parents (budget forcing calls this; it charges nothing, settle() already did)."""
+        for node in self._chain():
+            node.thinking_tokens += thinking
+            node.answer_tokens += answer

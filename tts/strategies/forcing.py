@@ -1,0 +1,467 @@
+"""Budget forcing (s1, Muennighoff et al. 2025): minimum and maximum thinking budgets, as a generation
+policy that composes with every strategy.
+
+A reasoning model thinks between two delimiters (``<think> ... </think>`` for Qwen3 and DeepSeek-R1) and
+then answers. :class:`BudgetForcing` controls how long it thinks:
+
+  * **maximum**: thinking is generated with at most ``max_thinking_tokens`` tokens; when it reaches them,
+    the end-of-thinking delimiter and an answer cue ("Final Answer:") are appended for the model and only
+    the answer is generated;
+  * **minimum**: when the model ends its thinking too early, the delimiter is dropped and ``wait_text``
+    ("Wait") is appended instead, and thinking continues from there. "Too early" is in tokens
+    (``min_thinking_tokens``) or, with no token minimum, in Waits: the end of thinking is then suppressed
+    exactly ``max_waits`` times (s1's budget in number of Waits).
+
+Every step is an ordinary request through the problem's metered :class:`~tts.runtime.Generator`, whose
+prefix is the previous step's prefix extended, so the ledger charges each step from the engine's own
+counts and prefix caching (vLLM) makes each continuation cheap.
+
+It is a policy, not only a strategy: ``policy.wrap(gen)`` returns a generator with the same ``sample``
+coroutine, ``ledger`` and ``seed``, so any strategy samples budget-forced traces without knowing it;
+:class:`BudgetForced` does that for one strategy (``BudgetForced(inner=Majority(n=8), policy=...)``), and
+reads each candidate's answer from the text after its thinking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+from ..backends.base import GenerationRequest
+from ..budget import BudgetExhausted
+from ..runtime import Generator, Strategy, derive_seed
+from ..types import Completion, Message, Problem, SamplingParams, Trace
+from .sampling import Extractor, Single, answer_reader
+
+#: Thinking delimiters of known reasoning-model families, most common first. ``from_tokenizer`` picks
+#: the first pair the tokenizer's chat template or vocabulary knows.
+KNOWN_DELIMITERS: tuple[tuple[str, str], ...] = (
+    ("<think>", "</think>"),                        # Qwen3, QwQ, DeepSeek-R1 and its distills
+    ("<thinking>", "</thinking>"),
+    ("<|begin_of_thought|>", "<|end_of_thought|>"),  # Sky-T1 / Bespoke-Stratos
+    ("<|start_thinking|>", "<|end_thinking|>"),
+)
+
+
+def _check_count(name: str, value: Any, minimum: int, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        none = " or None" if allow_none else ""
+        raise ValueError(f"BudgetForcing.{name} must be an integer >= {minimum}{none}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class BudgetForcing:
+    """How long a model may and must think. Budgets count generated thinking tokens (the text this
+    policy appends, Waits and delimiters, is prompt, not generated).
+
+    ``max_thinking_tokens=None`` caps thinking at the sampling params' ``max_tokens``;
+    ``answer_max_tokens=None`` caps the answer the same way. ``min_thinking_tokens=None`` with
+    ``max_waits=K`` forces exactly K Waits; with a token minimum, ``max_waits`` bounds the Waits
+    (None: as many as it takes, which ends because every continuation generates at least one token).
+    ``open_thinking`` writes ``think_start`` for the model when neither the chat template nor the prefix
+    has opened thinking already (models that open it themselves would write the same thing).
+    """
+
+    think_start: str = "<think>"
+    think_end: str = "</think>"
+    min_thinking_tokens: int | None = None
+    max_thinking_tokens: int | None = None
+    max_waits: int | None = None
+    wait_text: str = "Wait"
+    answer_cue: str = "Final Answer:"
+    answer_max_tokens: int | None = None
+    open_thinking: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("think_start", "think_end", "wait_text"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"BudgetForcing.{name} must be a non-empty string, got {value!r}")
+        if self.think_start == self.think_end:
+            raise ValueError(f"BudgetForcing.think_start and think_end must differ, both are {self.think_start!r}")
+        if not isinstance(self.answer_cue, str):
+            raise ValueError(f"BudgetForcing.answer_cue must be a string, got {self.answer_cue!r}")
+        _check_count("min_thinking_tokens", self.min_thinking_tokens, 0, True)
+        _check_count("max_thinking_tokens", self.max_thinking_tokens, 1, True)
+        _check_count("max_waits", self.max_waits, 0, True)
+        _check_count("answer_max_tokens", self.answer_max_tokens, 1, True)
+        if (self.min_thinking_tokens is not None and self.max_thinking_tokens is not None
+                and self.min_thinking_tokens > self.max_thinking_tokens):
+            raise ValueError(
+                f"BudgetForcing.min_thinking_tokens ({self.min_thinking_tokens}) must not exceed "
+                f"max_thinking_tokens ({self.max_thinking_tokens})")
+
+    # --- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, **settings: Any) -> "BudgetForcing":
+        """A policy with the thinking delimiters this tokenizer's model uses, when it has known ones
+        (in its chat template or its vocabulary); otherwise the configured (or default) delimiters.
+        Explicit ``think_start``/``think_end`` in ``settings`` always win."""
+        found = detect_delimiters(tokenizer)
+        if found is not None and "think_start" not in settings and "think_end" not in settings:
+            settings = {**settings, "think_start": found[0], "think_end": found[1]}
+        return cls(**settings)
+
+    @classmethod
+    def for_backend(cls, backend: Any, **settings: Any) -> "BudgetForcing":
+        """:meth:`from_tokenizer` with the backend's tokenizer when it exposes one (hf, vllm, openai with
+        a local tokenizer), else the configured delimiters."""
+        tokenizer = getattr(backend, "tokenizer", None)
+        return cls.from_tokenizer(tokenizer, **settings) if tokenizer is not None else cls(**settings)
+
+    def wrap(self, gen: Generator) -> "ForcedGenerator":
+        return ForcedGenerator(gen, self)
+
+    # --- rules -------------------------------------------------------------------------------------
+    def should_wait(self, thinking_tokens: int, waits: int) -> bool:
+        """Whether an end of thinking after ``thinking_tokens`` tokens and ``waits`` Waits is suppressed."""
+        if self.max_waits is not None and waits >= self.max_waits:
+            return False
+        if self.min_thinking_tokens is None:
+            return self.max_waits is not None  # budget in Waits: exactly max_waits of them
+        return thinking_tokens < self.min_thinking_tokens
+
+    def config(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def detect_delimiters(tokenizer: Any) -> tuple[str, str] | None:
+    """The known thinking-delimiter pair a tokenizer's chat template mentions, else one whose both
+    halves are single tokens in its vocabulary; None when it has neither."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # some tokenizers keep several named templates
+        template = "\n".join(str(t) for t in template.values())
+    if isinstance(template, str):
+        for start, end in KNOWN_DELIMITERS:
+            if start in template and end in template:
+                return start, end
+    get_vocab = getattr(tokenizer, "get_vocab", None)
+    vocab = get_vocab() if callable(get_vocab) else {}
+    for start, end in KNOWN_DELIMITERS:
+        if start in vocab and end in vocab:
+            return start, end
+    return None
+
+
+def single_token_id(tokenizer: Any, text: str) -> int | None:
+    """The id of ``text`` when the tokenizer encodes it as exactly one token, else None."""
+    if tokenizer is None:
+        return None
+    try:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+    except Exception:  # a tokenizer we cannot drive this way: fall back to stop strings
+        return None
+    return int(ids[0]) if len(ids) == 1 else None
+
+
+@dataclass
+class ForcedSample:
+    """What budget forcing did to one sample: the per-sample record behind the trace info."""
+
+    thinking_tokens: int = 0  # generated by this call (not counting thinking the caller's prefix held)
+    answer_tokens: int = 0
+    waits: int = 0
+    capped: bool = False  # thinking reached the maximum and was ended for the model
+    budget_stop: str | None = None  # a later step the budget refused; the sample ends where it was
+
+
+def _join(text: str, piece: str) -> str:
+    """Put injected text on its own line unless the model's text already ends in whitespace."""
+    return text + piece if not text or text[-1].isspace() else text + "\n" + piece
+
+
+class ForcedGenerator:
+    """A problem's generator whose samples are budget-forced traces. Same ``sample`` signature,
+    ``ledger`` and ``seed`` as :class:`~tts.runtime.Generator`, so strategies use it unchanged."""
+
+    def __init__(self, gen: Generator, policy: BudgetForcing):
+        self.gen = gen
+        self.policy = policy
+        self.ledger = gen.ledger
+        self.seed = gen.seed
+        self.backend = gen.backend
+        self.samples: list[ForcedSample] = []
+        self._calls = 0
+        # vLLM's min_tokens only blocks stop *token ids*, and a stop string is matched on detokenized
+        # text: so stop at the delimiter's id when it is one token, and keep the string for the case
+        # where the model spells it out in several tokens.
+        self.stop_token_id = single_token_id(getattr(gen.backend, "tokenizer", None), policy.think_end)
+
+    # --- reading the state a prefix leaves thinking in ---------------------------------------------
+    def _assistant_text(self, chat: tuple[Message, ...] | str, prefix: str) -> str:
+        """What the assistant turn holds before generation: the chat template's generation prompt (which
+        opens thinking for some models) and the prefix. Message contents are left out, so a system
+        prompt that *describes* the delimiters does not count as opened or closed thinking."""
+        if isinstance(chat, str):
+            return chat + prefix
+        render = getattr(self.backend, "render", None)
+        if render is None or not chat:
+            return prefix
+        rendered = render(GenerationRequest(chat, SamplingParams(), ""))
+        last = chat[-1].content
+        at = rendered.rfind(last) if last else -1
+        tail = rendered[at + len(last):] if at >= 0 else ""
+        return tail + prefix
+
+    def _state(self, chat, prefix: str) -> str:
+        text = self._assistant_text(chat, prefix)
+        start, end = text.rfind(self.policy.think_start), text.rfind(self.policy.think_end)
+        if end > start:
+            return "answering"
+        return "thinking" if start >= 0 else "fresh"
+
+    def _thought_in_prefix(self, chat, prefix: str) -> int:
+        """Tokens of thinking the caller's prefix already holds (a search continuing inside the thinking),
+        so the budget counts them: the engine's count with the prefix minus without its thinking."""
+        at = prefix.rfind(self.policy.think_start)
+        cut = at + len(self.policy.think_start) if at >= 0 else 0
+        if cut >= len(prefix):
+            return 0
+        count = self.backend.count_prompt_tokens
+        params = SamplingParams()
+        return max(0, count(GenerationRequest(chat, params, prefix)) - count(GenerationRequest(chat, params, prefix[:cut])))
+
+    # --- sampling ------------------------------------------------------------------------------------
+    async def sample(
+        self,
+        prompt: Problem | Sequence[Message] | str,
+        params: SamplingParams,
+        *,
+        n: int | None = None,
+        prefix: str = "",
+    ) -> list[Completion]:
+        if n is not None:
+            params = replace(params, n=n)
+        chat = prompt.chat() if isinstance(prompt, Problem) else prompt
+        chat = chat if isinstance(chat, str) else tuple(chat)
+        # Seeds of every step derive from one per call, so a sample's continuations do not depend on the
+        # order in which its siblings' steps happen to reach the generator.
+        base = params.seed if params.seed is not None else derive_seed(self.gen.seed, "budget_forcing", self._calls)
+        self._calls += 1
+        state = self._state(chat, prefix)
+        if state == "answering":
+            # Thinking already closed (a search continuing the answer, or a template that disables
+            # thinking): nothing to force.
+            completions = await self.gen.sample(chat, replace(params, seed=base), prefix=prefix)
+            for c in completions:
+                self._record(ForcedSample(answer_tokens=c.num_tokens))
+            return completions
+        opened = self.policy.think_start if state == "fresh" and self.policy.open_thinking else ""
+        already = self._thought_in_prefix(chat, prefix) if state == "thinking" and prefix else 0
+        think_cap = self.policy.max_thinking_tokens or params.max_tokens
+        if already >= think_cap:
+            # The prefix has used the whole thinking budget: end thinking and answer.
+            firsts: list[Completion | None] = [None] * params.n
+        else:
+            first_params = self._thinking_params(params, think_cap - already, base)
+            # One request for the n first segments: the engine computes the prompt once for all of them.
+            firsts = list(await self.gen.sample(chat, first_params, prefix=prefix + opened))
+        tasks = [
+            asyncio.ensure_future(self._finish(chat, params, prefix, opened, already, first, base, i))
+            for i, first in enumerate(firsts)
+        ]
+        return [c for c in await _gather(tasks)]
+
+    def _thinking_params(self, params: SamplingParams, max_tokens: int, seed: int) -> SamplingParams:
+        ids = (self.stop_token_id,) if self.stop_token_id is not None else ()
+        # The strategy's own stop strings end answers, not thinking; during thinking only the delimiter
+        # (or the model's end of sequence) stops it.
+        return replace(params, max_tokens=max_tokens, stop=(self.policy.think_end,), stop_token_ids=ids, seed=seed)
+
+    def _thinking_text(self, c: Completion) -> str:
+        # A stop token id may leave the delimiter in the text (non-special added tokens are decoded).
+        at = c.text.find(self.policy.think_end)
+        return c.text if at < 0 else c.text[:at]
+
+    async def _finish(
+        self, chat, params: SamplingParams, prefix: str, opened: str, already: int,
+        first: Completion | None, base: int, index: int,
+    ) -> Completion:
+        """Carry one sample from its first thinking segment to its answer."""
+        policy = self.policy
+        think_cap = policy.max_thinking_tokens or params.max_tokens
+        record = ForcedSample()
+        text = opened  # everything after the caller's prefix: what the returned completion holds
+        logprobs: list[float] = []
+        segment = first
+        step = 0
+        last: Completion | None = None
+        thought_text: str | None = None
+        try:
+            while segment is not None:
+                last = segment
+                record.thinking_tokens += segment.num_tokens
+                if segment.logprobs is not None:
+                    logprobs.extend(segment.logprobs)
+                text += self._thinking_text(segment)
+                if segment.finish_reason in ("cancelled", "low_confidence"):
+                    # Stopped by the engine for its own reasons (DeepConf's online stop): the trace ends.
+                    return self._done(text, record, logprobs, last, segment.finish_reason, params)
+                thought = already + record.thinking_tokens
+                if segment.finish_reason == "length" or thought >= think_cap:
+                    # "length" is the thinking budget running out (or the ledger clipping the request).
+                    record.capped = segment.finish_reason == "length" or policy.should_wait(thought, record.waits)
+                    break
+                if not policy.should_wait(thought, record.waits):
+                    break
+                record.waits += 1
+                text = _join(text, policy.wait_text)
+                step += 1
+                seg_params = self._thinking_params(params, think_cap - thought, derive_seed(base, index, step))
+                segment = (await self.gen.sample(chat, replace(seg_params, n=1), prefix=prefix + text))[0]
+            thought_text = text  # what the sample is if the budget refuses the answer step
+            if record.capped or segment is None:
+                record.capped = True
+                text = _join(text, policy.think_end)
+                if policy.answer_cue:
+                    text += "\n\n" + policy.answer_cue
+            else:
+                # The model ended thinking itself; write back the delimiter the stop cut off.
+                text += policy.think_end
+            step += 1
+            answer_params = replace(params, n=1, max_tokens=policy.answer_max_tokens or params.max_tokens,
+                                    seed=derive_seed(base, index, step))
+            answer = (await self.gen.sample(chat, answer_params, prefix=prefix + text))[0]
+        except BudgetExhausted as exc:
+            # Anytime: a step the budget refuses ends this sample where it was, like a truncated sample.
+            # The delimiter or cue written for a step that never ran is left out.
+            record.budget_stop = str(exc)
+            return self._done(thought_text if thought_text is not None else text, record, logprobs, last,
+                              "length", params)
+        record.answer_tokens = answer.num_tokens
+        if answer.logprobs is not None:
+            logprobs.extend(answer.logprobs)
+        return self._done(text + answer.text, record, logprobs, answer, answer.finish_reason, params, first)
+
+    def _done(self, text: str, record: ForcedSample, logprobs: list[float], last: Completion | None,
+              finish: str, params: SamplingParams, first: Completion | None = None) -> Completion:
+        self._record(record)
+        head = first or last
+        return Completion(
+            text=text,
+            num_tokens=record.thinking_tokens + record.answer_tokens,
+            finish_reason=finish,
+            logprobs=tuple(logprobs) if params.logprobs else None,
+            prompt_tokens=head.prompt_tokens if head is not None else 0,
+            cached_prompt_tokens=head.cached_prompt_tokens if head is not None else 0,
+        )
+
+    def _record(self, record: ForcedSample) -> None:
+        self.samples.append(record)
+        self.ledger.record_thinking(record.thinking_tokens, record.answer_tokens)
+
+    def summary(self) -> dict[str, Any]:
+        """Totals for the trace info: thinking and answer tokens, Waits, capped samples."""
+        return {
+            "thinking_tokens": sum(s.thinking_tokens for s in self.samples),
+            "answer_tokens": sum(s.answer_tokens for s in self.samples),
+            "waits": [s.waits for s in self.samples],
+            "capped": sum(s.capped for s in self.samples),
+            "samples": len(self.samples),
+        }
+
+
+async def _gather(tasks: list[asyncio.Future]) -> list:
+    """gather that cancels the siblings when one fails (a time budget cancelling the caller, an engine
+    error), so no orphaned continuation keeps generating and charging the ledger."""
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def after_thinking(extract: Extractor, think_end: str) -> Extractor:
+    """An extractor that reads the answer from the text after the last end of thinking (numbers and
+    boxed answers written while thinking are not the answer), falling back to the whole text when the
+    thinking never ended."""
+
+    def read(text: str) -> str | None:
+        at = text.rfind(think_end)
+        return extract(text[at + len(think_end):] if at >= 0 else text)
+
+    return read
+
+
+@dataclass(frozen=True)
+class BudgetForced(Strategy):
+    """Any strategy, run on budget-forced traces: ``BudgetForced(inner=Majority(n=8), policy=...)``.
+
+    The inner strategy gets the wrapped generator, so its samples (and those of its searches) are
+    forced; its answers are read after the thinking. The trace records thinking and answer tokens.
+    """
+
+    inner: Strategy = field(default_factory=Single)
+    policy: BudgetForcing = field(default_factory=BudgetForcing)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.inner, Strategy):
+            raise ValueError(f"BudgetForced.inner must be a Strategy, got {self.inner!r}")
+        if not isinstance(self.policy, BudgetForcing):
+            raise ValueError(f"BudgetForced.policy must be a BudgetForcing, got {self.policy!r}")
+        if not self.name:
+            # Distinct names keep results of forced and unforced runs of one strategy apart.
+            name = "budget_forcing" if isinstance(self.inner, Single) else f"{self.inner.name}+budget_forcing"
+            object.__setattr__(self, "name", name)
+
+    def _inner_for(self, problem: Problem) -> Strategy:
+        inner = self.inner
+        if dataclasses.is_dataclass(inner) and "extract" in {f.name for f in dataclasses.fields(inner)}:
+            reader = answer_reader(getattr(inner, "extract"), problem)
+            inner = replace(inner, extract=after_thinking(reader, self.policy.think_end))
+        return inner
+
+    async def solve(self, problem: Problem, gen: Generator) -> Trace:
+        forced = self.policy.wrap(gen)
+        trace = await self._inner_for(problem).solve(problem, forced)  # type: ignore[arg-type]
+        summary = forced.summary()
+        info = {**trace.info, "thinking_tokens": summary["thinking_tokens"],
+                "answer_tokens": summary["answer_tokens"], "budget_forcing": summary}
+        return replace(trace, strategy=self.name, info=info)
+
+    def config(self) -> dict:
+        return {"strategy": self.name, "inner": self.inner.config(), "policy": self.policy.config()}
+
+
+#: command-line option keys -> BudgetForcing fields
+OPTION_KEYS: Mapping[str, str] = {
+    "min_thinking_tokens": "min_thinking_tokens",
+    "max_thinking_tokens": "max_thinking_tokens",
+    "max_waits": "max_waits",
+    "wait_text": "wait_text",
+    "think_start": "think_start",
+    "think_end": "think_end",
+    "answer_cue": "answer_cue",
+    "answer_max_tokens": "answer_max_tokens",
+}
+
+
+def policy_from_options(options: Mapping[str, Any], backend: Any = None, *, always: bool = False) -> BudgetForcing | None:
+    """The policy the command-line options ask for; None when no forcing option was given (unless
+    ``always``). Delimiters come from the backend's tokenizer when it has known ones."""
+    settings = {field_: options[key] for key, field_ in OPTION_KEYS.items() if options.get(key) is not None}
+    if not settings and not always:
+        return None
+    if backend is not None:
+        return BudgetForcing.for_backend(backend, **settings)
+    return BudgetForcing(**settings)
+
+
+def with_forcing(strategy: Strategy, policy: BudgetForcing | None) -> Strategy:
+    """``strategy`` run on budget-forced traces, or unchanged when there is no policy."""
+    if policy is None or isinstance(strategy, BudgetForced):
+        return strategy
+    return BudgetForced(inner=strategy, policy=policy)
+
+
+__all__ = [
+    "BudgetForced", "BudgetForcing", "ForcedGenerator", "ForcedSample", "KNOWN_DELIMITERS", "after_thinking",
+    "detect_delimiters", "policy_from_options", "single_token_id", "with_forcing",
+]
