@@ -301,3 +301,75 @@ def test_policy_from_command_line_options():
     policy = policy_from_options({"max_thinking_tokens": 64, "max_waits": 2, "wait_text": "Hmm"})
     assert (policy.max_thinking_tokens, policy.max_waits, policy.wait_text) == (64, 2, "Hmm")
     assert with_forcing(Single(), None) == Single()
+
+
+# --- the embedded model ----------------------------------------------------------------------------
+class RecordingGenerator(Generator):
+    """A generator that keeps every request it sends and what came back (the engine's segments)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log: list[tuple[str, SamplingParams, list]] = []
+
+    async def sample(self, prompt, params, *, n=None, prefix=""):
+        completions = await super().sample(prompt, params, n=n, prefix=prefix)
+        self.log.append((prefix, params, completions))
+        return completions
+
+
+@pytest.mark.slow
+def test_cap_and_waits_really_happen_on_the_embedded_model(hf_backend):
+    import asyncio
+
+    tok = hf_backend.tokenizer
+    system = Message("system", "Think step by step inside <think> </think> tags, then give the final answer.")
+    capped_q = (system, Message("user", "What is 23 + 48?"))
+    early_q = (system, Message("user", "What is 2 + 2?"))  # greedy, it ends thinking after 9 tokens
+    greedy = SamplingParams(temperature=0, max_tokens=32)
+    # Small budgets keep this to a few dozen decode steps on a shared CPU.
+    cap = BudgetForcing(max_thinking_tokens=6, answer_max_tokens=4)
+    wait = BudgetForcing(min_thinking_tokens=12, max_waits=1, max_thinking_tokens=14, answer_max_tokens=4)
+    ledger_cap, ledger_wait = Ledger(), Ledger()
+    gen_cap, gen_wait = RecordingGenerator(hf_backend, ledger_cap, 1), RecordingGenerator(hf_backend, ledger_wait, 2)
+    f_cap, f_wait = cap.wrap(gen_cap), wait.wrap(gen_wait)
+
+    async def both():
+        return await asyncio.gather(f_cap.sample(capped_q, greedy), f_wait.sample(early_q, greedy))
+
+    [c_cap], [c_wait] = run(both())
+    # SmolLM2 spells "</think>" in several tokens, so thinking stops on the string, not a token id.
+    assert f_cap.stop_token_id is None
+
+    # The cap: thinking generated exactly 6 tokens, then the end of thinking and the cue were written.
+    (p1, s1, [think]), (p2, s2, [answer]) = gen_cap.log
+    assert p1 == "<think>" and s1.stop == ("</think>",) and s1.max_tokens == 6
+    assert think.finish_reason == "length" and think.num_tokens == 6
+    assert p2 == "<think>" + think.text + ("" if think.text[-1:].isspace() else "\n") + "</think>\n\nFinal Answer:"
+    assert s2.max_tokens == 4 and answer.num_tokens <= 4
+    assert c_cap.text == p2 + answer.text
+    assert f_cap.samples[0].capped
+
+    # The minimum: the model ended thinking early, so exactly one Wait was appended and thinking went on.
+    prefixes = [p for p, _, _ in gen_wait.log]
+    assert prefixes[0] == "<think>"
+    early = gen_wait.log[0][2][0]
+    assert early.finish_reason == "stop" and early.num_tokens < 12
+    assert prefixes[1] == "<think>" + early.text + ("" if early.text[-1:].isspace() else "\n") + "Wait"
+    assert gen_wait.log[1][1].max_tokens == 14 - early.num_tokens
+    assert f_wait.samples[0].waits == 1 and sum(p.endswith("Wait") for p in prefixes) == 1
+    assert c_wait.text.startswith(prefixes[1])
+
+    # Ledger counts match the texts: every segment's tokens re-tokenize to what the engine reported
+    # (a segment that stopped also generated the stop: the end-of-sequence token or the delimiter).
+    for gen, ledger, forced, [c] in ((gen_cap, ledger_cap, f_cap, [c_cap]), (gen_wait, ledger_wait, f_wait, [c_wait])):
+        segments = [seg for _, _, comps in gen.log for seg in comps]
+        assert ledger.generated_tokens == sum(s.num_tokens for s in segments) == c.num_tokens
+        assert ledger.thinking_tokens + ledger.answer_tokens == ledger.generated_tokens
+        assert (ledger.thinking_tokens, ledger.answer_tokens) == (forced.samples[0].thinking_tokens,
+                                                                  forced.samples[0].answer_tokens)
+        for s in segments:
+            assert len(s.token_ids) == s.num_tokens
+            assert tok.decode(s.token_ids, skip_special_tokens=True).startswith(s.text)
+            if s.finish_reason == "length":
+                assert len(tok.encode(s.text, add_special_tokens=False)) == s.num_tokens
+    assert ledger_cap.thinking_tokens == 6
