@@ -7,6 +7,7 @@ the solution with an answer. The scripted PRM scores a partial solution by its n
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -155,3 +156,139 @@ def test_rebase_shares_the_expansion_budget_by_softmax():
     shares = [{name: k for name, k in zip(names(t, [int(i) for i in s]), s.values())} for s in t.info["shares"]]
     assert shares == [{"B": 2, "C": 1, "D": 1}, {"BA": 1, "BB": 1, "DA": 2}]
     assert len(t.candidates) == 4 and t.answer == "7"  # BBA (0.99) beats BAA, DAA, DAB
+
+
+def test_mcts_visits_and_values_on_a_known_tree():
+    [r], backend = solve(MCTS(simulations=4, expansions=2, c_explore=1.0, scorer=prm(), params=PARAMS))
+    t = r.trace
+    nodes = {n["step"].split()[0] if n["step"] else "root": n for n in t.info["tree"]["nodes"]}
+    # sim 1 expands the root (A .1, B .9); UCT then picks B, then A (1.277 > 1.146), then B -> BB.
+    visits = {k: n["visits"] for k, n in nodes.items()}
+    assert visits == {"root": 8, "A": 3, "B": 5, "AA": 1, "AB": 1, "BA": 1, "BB": 3, "BBA": 1, "BBB": 1}
+    assert nodes["root"]["value"] == pytest.approx(3.19 / 8, abs=1e-6)  # .1+.9, +.2+.3, +.6+0, +.99+.1
+    assert nodes["A"]["value"] == pytest.approx(0.7 / 3, abs=1e-6)
+    assert nodes["B"]["value"] == pytest.approx(2.49 / 5, abs=1e-6)
+    assert nodes["BB"]["value"] == pytest.approx(1.39 / 3, abs=1e-6)
+    # Most visits: B, then BB, then the tie BBA/BBB broken by value.
+    assert t.answer == "7" and t.candidates[t.chosen].text.endswith("BBA so the answer is 7")
+    assert len(backend.requests) == 4 and t.info["simulations"] == 4
+    # Vote over finished leaves: BBA says 7, BBB says 3 -> a tie, broken by the seeded draw; still an answer.
+    [r], _ = solve(MCTS(simulations=4, expansions=2, scorer=prm(), params=PARAMS, final="vote"))
+    assert r.trace.answer in {"3", "7"} and set(r.trace.info["votes"]) == {"3", "7"}
+
+
+def test_mcts_puct_and_rollout_values():
+    # Rollout values: each new child is continued greedily to the end and scored by an outcome function.
+    outcome = FunctionStepScorer(lambda text: 1.0 if text.endswith("is 7") else 0.0, name="outcome")
+    strategy = MCTS(simulations=1, expansions=2, selection="puct", value="rollout", scorer=prm(),
+                    rollout_verifier=_AsVerifier(outcome), params=PARAMS)
+    [r], _ = solve(strategy)
+    nodes = {n["step"].split()[0] if n["step"] else "root": n for n in r.trace.info["tree"]["nodes"]}
+    # Greedy rollouts take the first letter each step: A -> AA -> AAA (answer 0), B -> BA -> BAA (answer 0).
+    assert nodes["A"]["value"] == 0.0 and nodes["root"]["visits"] == 2
+    assert {n["kind"] for n in r.trace.info["tree"]["nodes"]} == {"root", "step", "rollout"}
+    assert nodes["A"]["prior"] == pytest.approx(0.5)
+
+
+class _AsVerifier:
+    """A FunctionStepScorer seen as an outcome verifier (scores whole texts)."""
+
+    needs_logprobs = False
+
+    def __init__(self, scorer):
+        self.scorer, self.name = scorer, scorer.name
+
+    async def score(self, problem, completions, ledger):
+        return [self.scorer.fn(c.text) for c in completions]
+
+
+def test_particle_filter_resamples_with_a_seeded_rng():
+    strategy = ParticleFilter(n=4, temperature=0.5, scorer=prm(), params=PARAMS)
+    [r], backend = solve(strategy)
+    t = r.trace
+    # Step 1: the root's 4 children A, B, C, D, weighted by softmax(score / 0.5), resampled by the RNG
+    # seeded from the problem's seed.
+    weights = t.info["weights"][0]
+    exps = [math.exp(x / 0.5) for x in (.1, .9, .5, .8)]
+    assert weights == pytest.approx([e / sum(exps) for e in exps], abs=1e-6)
+    rng = random.Random(derive_seed(derive_seed(0, "q", "particle_filter"), "particle_filter"))
+    expected = rng.choices(["A", "B", "C", "D"], weights=weights, k=4)
+    assert names(t, t.info["particles"][0]) == expected
+    # Particles on the same node go out as one request with n = their number.
+    step2 = backend.requests[1:1 + len(set(expected))]
+    assert sorted(r.params.n for r in step2) == sorted(expected.count(x) for x in set(expected))
+    # Same seed, same run; every particle ends finished.
+    [again], _ = solve(strategy)
+    assert again.trace.info["particles"] == t.info["particles"]
+    assert all(c.finish_reason == "stop" for c in t.candidates)
+    # A near-zero temperature keeps only the best particle.
+    [r], _ = solve(ParticleFilter(n=4, temperature=1e-3, scorer=prm(), params=PARAMS))
+    assert names(r.trace, r.trace.info["particles"][0]) == ["B"] * 4
+
+
+def test_budget_exhaustion_mid_search_returns_the_best_so_far():
+    # Two engine calls: the root's expansion, then only one of the two beams' expansions is paid for.
+    [r], _ = solve(BeamSearch(n=4, expansions=2, scorer=prm(), params=PARAMS), budget=Budget(engine_calls=2))
+    t = r.trace
+    assert "engine_calls" in t.info["budget_stop"]
+    assert t.chosen is not None and t.candidates[t.chosen].text == "B\n\nBB"  # BB 0.3 > BA 0.2
+    for strategy in (DVTS(n=4, expansions=2, scorer=prm(), params=PARAMS),
+                     Rebase(n=4, scorer=prm(), params=PARAMS),
+                     MCTS(simulations=5, expansions=2, scorer=prm(), params=PARAMS),
+                     ParticleFilter(n=4, scorer=prm(), params=PARAMS)):
+        [r], _ = solve(strategy, budget=Budget(engine_calls=2))
+        assert r.trace.info["budget_stop"] and r.trace.chosen is not None, strategy.name
+
+
+def test_expansions_of_many_problems_share_engine_batches():
+    problems = [Problem(id=f"q{i}", prompt=f"Question {i}?") for i in range(4)]
+    scorer = prm()
+    results, backend = solve(BeamSearch(n=4, expansions=2, scorer=scorer, params=PARAMS), problems=problems)
+    assert backend.batches == [4, 8, 8]  # every beam of every problem, one batch per step
+    assert all(r.trace.answer == "7" for r in results)
+    _, backend = solve(Rebase(n=4, temperature=0.5, scorer=prm(), params=PARAMS), problems=problems)
+    assert max(backend.batches) == 12
+
+
+def test_tree_exports_to_json_and_networkx():
+    [r], _ = solve(BeamSearch(n=4, expansions=2, scorer=prm(), params=PARAMS, tree_max_nodes=5))
+    data = r.trace.info["tree"]
+    assert len(data["nodes"]) == 5 and data["truncated"] == 8  # 1 + 4 + 4 + 4 nodes
+    assert all(c < 5 for n in data["nodes"] for c in n["children"])
+    import json
+    json.dumps(r.trace.info)  # JSON-able as results files need
+    tree = Tree.from_json(data)
+    graph = tree.to_networkx()
+    assert graph.number_of_nodes() == 5 and graph.number_of_edges() == 4
+    assert graph.nodes[2]["score"] == pytest.approx(0.9)
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="expansions"):
+        BeamSearch(n=2, expansions=4)
+    with pytest.raises(ValueError, match="selection"):
+        MCTS(selection="random")
+    with pytest.raises(ValueError, match="aggregation"):
+        DVTS(aggregation="median")
+    with pytest.raises(ValueError, match="temperature"):
+        Rebase(temperature=0)
+
+
+# --- the embedded model ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["beam_search", "dvts", "rebase", "mcts", "particle_filter"])
+def test_end_to_end_on_the_embedded_model(hf_backend, name):
+    from tts.strategies import create
+
+    # Tiny on purpose (a shared 2-core CPU): 2 paths of at most 2 steps of 6 tokens.
+    params = SamplingParams(temperature=0.8, max_tokens=12)
+    options = {"expansions": 2, "max_depth": 2, "step_tokens": 6, "simulations": 2}
+    strategy = create(name, 2, params, options)
+    problems = [Problem(id=f"p{i}", prompt=f"What is {i} + 3? Think step by step.") for i in range(2)]
+    results = run(run_async(problems, strategy, hf_backend))
+    for r in results:
+        t = r.trace
+        assert t.candidates and t.chosen is not None and not t.info.get("budget_stop")
+        assert all(c.num_tokens <= 12 for c in t.candidates)
+        assert len(t.info["tree"]["nodes"]) > 2 and t.ledger["generated_tokens"] > 0

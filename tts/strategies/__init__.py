@@ -12,9 +12,13 @@ from ..runtime import Strategy
 from ..types import SamplingParams
 from ..verifiers.confidence import ConfidenceVerifier
 from .adaptive import AdaptiveConsistency
+from .beam import DVTS, BeamSearch, Rebase
 from .deepconf import DeepConf
+from .mcts import MCTS
+from .particles import ParticleFilter
 from .revise import Revise
 from .sampling import BestOfN, Majority, Single, WeightedMajority
+from .tree import tree_options
 
 # Token confidence needs no second model, so the verifier-driven strategies work out of the box on any
 # backend that returns logprobs; other verifiers plug in through the Python API.
@@ -31,6 +35,16 @@ STRATEGIES: dict[str, Factory] = {
         n=n, params=p, **_pick(o, mode="deepconf_mode", keep="deepconf_keep", warmup="deepconf_warmup",
                                window="deepconf_window")),
     "revise": lambda n, p, o: Revise(n=n, params=p, **_pick(o, revisions="revisions")),
+    # Tree search over steps (see tree.py's tree_options for the shared keys).
+    "beam_search": lambda n, p, o: BeamSearch(
+        n=n, params=p, **tree_options(o), **_pick(o, expansions="expansions", lookahead="lookahead")),
+    "dvts": lambda n, p, o: DVTS(n=n, params=p, **tree_options(o), **_pick(o, expansions="expansions")),
+    "rebase": lambda n, p, o: Rebase(n=n, params=p, **tree_options(o), **_pick(o, temperature="tree_temperature")),
+    "mcts": lambda n, p, o: MCTS(
+        params=p, simulations=o.get("simulations") or n, **tree_options(o),
+        **_pick(o, expansions="expansions", c_explore="c_explore", selection="mcts_selection", final="mcts_final")),
+    "particle_filter": lambda n, p, o: ParticleFilter(
+        n=n, params=p, **tree_options(o), **_pick(o, temperature="tree_temperature")),
 }
 
 
@@ -46,6 +60,6 @@ def create(name: str, n: int, params: SamplingParams, options: dict | None = Non
 
 
 __all__ = [
-    "AdaptiveConsistency", "BestOfN", "DeepConf", "Majority", "Revise", "STRATEGIES", "Single",
-    "WeightedMajority", "create",
+    "AdaptiveConsistency", "BeamSearch", "BestOfN", "DVTS", "DeepConf", "MCTS", "Majority", "ParticleFilter",
+    "Rebase", "Revise", "STRATEGIES", "Single", "WeightedMajority", "create",
 ]

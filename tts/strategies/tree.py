@@ -335,3 +335,35 @@ def softmax(values: Sequence[float], temperature: float) -> list[float]:
     exps = [math.exp(x - top) for x in xs]
     total = sum(exps)
     return [e / total for e in exps]
+
+
+def step_scorer_option(value: Any):
+    """The ``step_scorer`` option: None (token confidence), "confidence_<mode>" (mean, tail,
+    lowest_group), or a StepScorer / PRM / Verifier object (Python API)."""
+    if value is None:
+        return default_scorer()
+    if isinstance(value, str):
+        mode = value.removeprefix("confidence_") if value.startswith("confidence") else None
+        if mode in ("mean", "tail", "lowest_group", "confidence"):
+            return VerifierStepScorer(ConfidenceVerifier("mean" if mode == "confidence" else mode))
+        raise ValueError(f"step_scorer must be confidence_mean, confidence_tail or confidence_lowest_group "
+                         f"(other scorers through the Python API), got {value!r}")
+    return as_step_scorer(value)
+
+
+def tree_options(options: dict) -> dict[str, Any]:
+    """Constructor arguments every tree search shares, from command-line options (None: default).
+
+    Keys: step_scorer, max_depth, aggregation, tree_select, step_mode, step_delimiter, step_tokens,
+    step_pattern.
+    """
+    out: dict[str, Any] = {"scorer": step_scorer_option(options.get("step_scorer"))}
+    for arg, key in (("max_depth", "max_depth"), ("aggregation", "aggregation"), ("select", "tree_select")):
+        if options.get(key) is not None:
+            out[arg] = options[key]
+    seg = {arg: options[key] for arg, key in (("mode", "step_mode"), ("delimiter", "step_delimiter"),
+                                              ("step_tokens", "step_tokens"), ("pattern", "step_pattern"))
+           if options.get(key) is not None}
+    if seg:
+        out["segmenter"] = Segmenter(**seg)
+    return out
