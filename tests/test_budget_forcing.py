@@ -373,3 +373,15 @@ def test_cap_and_waits_really_happen_on_the_embedded_model(hf_backend):
             if s.finish_reason == "length":
                 assert len(tok.encode(s.text, add_special_tokens=False)) == s.num_tokens
     assert ledger_cap.thinking_tokens == 6
+
+
+def test_registered_as_budget_forcing():
+    from tts.strategies import create
+
+    strategy = create("budget_forcing", 4, GREEDY, {"min_thinking_tokens": 10, "max_thinking_tokens": 50,
+                                                    "max_waits": 2, "wait_text": "Hmm", "deepconf_mode": "x"})
+    assert isinstance(strategy, BudgetForced) and isinstance(strategy.inner, Single)
+    assert strategy.name == "budget_forcing" and strategy.inner.params == GREEDY
+    p = strategy.policy
+    assert (p.min_thinking_tokens, p.max_thinking_tokens, p.max_waits, p.wait_text) == (10, 50, 2, "Hmm")
+    assert create("budget_forcing", 1, GREEDY).policy == BudgetForcing()

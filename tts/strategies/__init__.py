@@ -14,6 +14,7 @@ from ..verifiers.confidence import ConfidenceVerifier
 from .adaptive import AdaptiveConsistency
 from .beam import DVTS, BeamSearch, Rebase
 from .deepconf import DeepConf
+from .forcing import BudgetForced, BudgetForcing, policy_from_options
 from .mcts import MCTS
 from .particles import ParticleFilter
 from .revise import Revise
@@ -45,6 +46,8 @@ STRATEGIES: dict[str, Factory] = {
         **_pick(o, expansions="expansions", c_explore="c_explore", selection="mcts_selection", final="mcts_final")),
     "particle_filter": lambda n, p, o: ParticleFilter(
         n=n, params=p, **tree_options(o), **_pick(o, temperature="tree_temperature")),
+    # One budget-forced sample; any other strategy is forced by wrapping it (forcing.with_forcing).
+    "budget_forcing": lambda n, p, o: BudgetForced(inner=Single(params=p), policy=policy_from_options(o, always=True)),
 }
 
 
@@ -60,6 +63,6 @@ def create(name: str, n: int, params: SamplingParams, options: dict | None = Non
 
 
 __all__ = [
-    "AdaptiveConsistency", "BeamSearch", "BestOfN", "DVTS", "DeepConf", "MCTS", "Majority", "ParticleFilter",
+    "AdaptiveConsistency", "BeamSearch", "BestOfN", "BudgetForced", "BudgetForcing", "DVTS", "DeepConf", "MCTS", "Majority", "ParticleFilter",
     "Rebase", "Revise", "STRATEGIES", "Single", "WeightedMajority", "create",
 ]
