@@ -31,9 +31,19 @@ CHAT = (Message("user", "What is 3 + 4? Reply with just the number."),)
 def vllm_backend(embedded_model_dir):
     from tts.backends.vllm import VLLMBackend, VLLMOptions
 
-    backend = VLLMBackend(embedded_model_dir, VLLMOptions(max_model_len=2048, block_size=BLOCK))
+    # On a CPU the memory fraction is reserved up front; a quarter leaves room for the OpenAI-backend
+    # tests' server in the same session (a 135M model needs far less).
+    gpu = _on_gpu()
+    backend = VLLMBackend(embedded_model_dir, VLLMOptions(
+        max_model_len=2048, block_size=BLOCK, gpu_memory_utilization=None if gpu else 0.25))
     yield backend
     asyncio.run(backend.aclose())
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 async def _engine_direct(backend, prompt_ids, *, n, seed, max_tokens, temperature=0.7, logprobs=None, stop=None,
