@@ -56,9 +56,16 @@ def make_backend(args):
 
 
 def with_system(problems, system: str | None):
+    """Add the system message asking for thinking; the built-in "Reply with just the number." is dropped
+    from the question because it makes the small model end its thinking at once."""
     if not system:
         return problems
-    return [dataclasses.replace(p, prompt=None, messages=(Message("system", system), *p.chat())) for p in problems]
+    out = []
+    for p in problems:
+        chat = [dataclasses.replace(m, content=m.content.replace(" Reply with just the number.", ""))
+                if m.role == "user" else m for m in p.chat()]
+        out.append(dataclasses.replace(p, prompt=None, messages=(Message("system", system), *chat)))
+    return out
 
 
 async def run_point(problems, strategy, backend, seed: int) -> dict:
