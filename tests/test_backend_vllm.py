@@ -27,7 +27,7 @@ BLOCK = 32  # small KV blocks so that these short prompts can be served from the
 CHAT = (Message("user", "What is 3 + 4? Reply with just the number."),)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_backend(embedded_model_dir):
     from tts.backends.vllm import VLLMBackend, VLLMOptions
 

@@ -106,7 +106,7 @@ def test_majority_end_to_end_through_the_api(hf_backend):
 
 def test_cli_default_job_on_a_few_problems(embedded_model_dir, tmp_path):
     out = tmp_path / "r.jsonl"
-    result = CliRunner().invoke(tts.cli.cli, ["run", "--limit", "3", "--n", "2", "--max-tokens", "16", "--out", str(out)])
+    result = CliRunner().invoke(tts.cli.cli, ["run", "--backend", "hf", "--limit", "3", "--n", "2", "--max-tokens", "16", "--out", str(out)])
     assert result.exit_code == 0, result.output
     lines = [json.loads(l) for l in out.read_text().splitlines()]
     assert len(lines) == 6 and {l["strategy"] for l in lines} == {"single", "majority"}

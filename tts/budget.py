@@ -159,6 +159,8 @@ class Ledger:
             "verifier_tokens": self.verifier_tokens,
             "engine_calls": self.engine_calls,
             "flops": self.flops,
+            "thinking_tokens": self.thinking_tokens,
+            "answer_tokens": self.answer_tokens,
             "wall_seconds": round(self.wall_seconds, 4),
         }
 

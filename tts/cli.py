@@ -94,10 +94,30 @@ def _strategy_help() -> str:
               help="deepconf: fraction of most confident traces that vote. Default 0.9.")
 @click.option("--deepconf-warmup", type=click.IntRange(min=1), default=None, help="deepconf online: warm-up traces. Default 4.")
 @click.option("--deepconf-window", type=click.IntRange(min=1), default=None, help="deepconf: confidence window in tokens. Default 8.")
+@click.option("--expansions", type=click.IntRange(min=1), default=None,
+              help="tree search: children sampled per expanded node (beam width is n / expansions). Default 4.")
+@click.option("--max-depth", type=click.IntRange(min=1), default=None, help="tree search: most steps per path. Default 16.")
+@click.option("--step-scorer", type=click.Choice(["confidence_mean", "confidence_tail", "confidence_lowest_group"]),
+              default=None, help="tree search: how steps are scored (PRMs plug in through the Python API).")
+@click.option("--step-delimiter", default=None, help="tree search: text that ends a step (\\n escapes allowed). Default a blank line.")
+@click.option("--tree-select", type=click.Choice(["best", "weighted", "majority"]), default=None,
+              help="tree search: how the final answer is chosen among finished paths.")
+@click.option("--simulations", type=click.IntRange(min=1), default=None, help="mcts: simulations (default n).")
+@click.option("--lookahead", type=click.IntRange(min=0), default=None, help="beam_search: greedy lookahead steps.")
+@click.option("--tree-temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="rebase, particle_filter: softmax temperature over step scores.")
+@click.option("--min-thinking-tokens", type=click.IntRange(min=0), default=None,
+              help="budget forcing: append a Wait when thinking ends before this many tokens (any strategy).")
+@click.option("--max-thinking-tokens", type=click.IntRange(min=1), default=None,
+              help="budget forcing: end thinking after this many tokens and ask for the answer (any strategy).")
+@click.option("--max-waits", type=click.IntRange(min=0), default=None, help="budget forcing: most Waits per sample.")
+@click.option("--wait-text", default=None, help="budget forcing: text appended to keep thinking. Default 'Wait'.")
+@click.option("--base-url", default=None, help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1")
+@click.option("--api-key", default=None, envvar="TTS_API_KEY", help="openai backend: API key (or $TTS_API_KEY).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Results JSONL; rerunning with the same options resumes it. Default: runs/<dataset>-<hash>.jsonl")
 def run_command(model, backend, dataset, data_path, split, question_field, answer_field, id_field, prompt_format, limit, strategies, n, temperature, top_p, max_tokens, seed,
-                budget_tokens, run_budget_tokens, concurrency, out, **strategy_options) -> None:
+                budget_tokens, run_budget_tokens, concurrency, base_url, api_key, out, **strategy_options) -> None:
     """Run strategies on a dataset and print accuracy against compute.
 
     With no options: the embedded SmolLM2-135M-Instruct on 100 single-digit additions, one sample per
@@ -108,6 +128,8 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     from .results import ResultsFileError, ResultsWriter, config_hash
     from .types import SamplingParams
 
+    if strategy_options.get("step_delimiter"):
+        strategy_options["step_delimiter"] = strategy_options["step_delimiter"].encode().decode("unicode_escape")
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     unknown = [s for s in names if s not in strategy_registry.STRATEGIES]
     if not names or unknown:
@@ -126,8 +148,12 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     except data.DatasetError as exc:
         _fail(str(exc))
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+    from .strategies.forcing import policy_from_options, with_forcing
+
     try:
         chosen = [strategy_registry.create(name, n, params, strategy_options) for name in names]
+        # Budget forcing is a generation policy: its options apply to whichever strategies were chosen.
+        chosen = [with_forcing(s, policy_from_options(strategy_options)) for s in chosen]
     except ValueError as exc:
         _fail(str(exc))
     shared = {"model": model, "backend": backend_name, "dataset": dataset, "seed": seed,
@@ -151,8 +177,13 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
 
     walls: dict[str, float] = {}
     if any(todo.values()):
+        engine_options = {}
+        if backend_name == "openai":
+            if not base_url:
+                _fail("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
+            engine_options = {"base_url": base_url, **({"api_key": api_key} if api_key else {})}
         try:
-            engine = backends.create(backend_name, model)
+            engine = backends.create(backend_name, model, **engine_options)
         except backends.BackendError as exc:
             _fail(str(exc))
         run_info = {"seed": seed, "model": model, "backend": backend_name, "dataset": dataset,
