@@ -71,3 +71,16 @@ def render_chat_fallback(messages: Sequence[Message]) -> str:
     """Plain-text rendering for models without a chat template."""
     lines = [f"{m.role.capitalize()}: {m.content}" for m in messages]
     return "\n".join(lines) + "\nAssistant: "
+
+
+def render_prompt(tokenizer, request: GenerationRequest) -> str:
+    """The text a model sees for a request: raw text as is; chat messages through the tokenizer's chat
+    template (with the generation prompt) or the plain fallback; then the assistant's prefix."""
+    if isinstance(request.prompt, str):
+        return request.prompt + request.prefix
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        messages = [{"role": m.role, "content": m.content} for m in request.prompt]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    else:
+        text = render_chat_fallback(request.prompt)
+    return text + request.prefix

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..budget import ModelShape
 from ..types import Completion
-from .base import Generation, GenerationRequest, PartialUsage, render_chat_fallback
+from .base import Generation, GenerationRequest, PartialUsage, render_prompt
 
 
 class ModelLoadError(RuntimeError):
@@ -95,14 +95,7 @@ class HFBackend:
 
     # --- prompt ----------------------------------------------------------------------------------
     def render(self, request: GenerationRequest) -> str:
-        if isinstance(request.prompt, str):
-            return request.prompt + request.prefix
-        messages = [{"role": m.role, "content": m.content} for m in request.prompt]
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        else:
-            text = render_chat_fallback(request.prompt)
-        return text + request.prefix
+        return render_prompt(self.tokenizer, request)
 
     def encode(self, request: GenerationRequest) -> list[int]:
         # The chat template already holds the special tokens; do not let the tokenizer add a second BOS.

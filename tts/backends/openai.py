@@ -51,7 +51,7 @@ import httpx
 
 from ..budget import ModelShape
 from ..types import Completion, FINISH_REASONS
-from .base import Generation, GenerationRequest, PartialUsage, render_chat_fallback
+from .base import Generation, GenerationRequest, PartialUsage, render_prompt
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 BYTES_PER_TOKEN_ESTIMATE = 3  # conservative for BPE vocabularies on English text (they average ~4)
@@ -237,13 +237,7 @@ class OpenAIBackend:
 
     def render(self, request: GenerationRequest) -> str:
         """The prompt text as the model sees it (needs the local tokenizer for chat prompts)."""
-        if isinstance(request.prompt, str):
-            return request.prompt + request.prefix
-        if self.tokenizer is not None and getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(self._messages(request), add_generation_prompt=True, tokenize=False)
-        else:
-            text = render_chat_fallback(request.prompt)
-        return text + request.prefix
+        return render_prompt(self.tokenizer, request)
 
     def _local_count(self, text: str, add_special: bool) -> tuple[int, str]:
         if self.tokenizer is not None:

@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 from ..budget import ModelShape
 from ..types import Completion
-from .base import Generation, GenerationRequest, PartialUsage, render_chat_fallback
+from .base import Generation, GenerationRequest, PartialUsage, render_prompt
 
 #: vLLM finish reasons -> ours. "abort" is what an aborted (cancelled) request reports.
 _FINISH = {"stop": "stop", "length": "length", "abort": "cancelled"}
@@ -305,14 +305,7 @@ class VLLMBackend:
 
     # --- prompt ----------------------------------------------------------------------------------
     def render(self, request: GenerationRequest) -> str:
-        if isinstance(request.prompt, str):
-            return request.prompt + request.prefix
-        messages = [{"role": m.role, "content": m.content} for m in request.prompt]
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        else:
-            text = render_chat_fallback(request.prompt)
-        return text + request.prefix
+        return render_prompt(self.tokenizer, request)
 
     def encode(self, request: GenerationRequest) -> list[int]:
         # The runtime counts a prompt's tokens and then generates from it: remember recent encodings
