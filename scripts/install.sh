@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs tts into ./.venv with the transformers engine and the embedded default model.
 #   scripts/install.sh          the toolkit, ready for `tts run`
-#   scripts/install.sh --test   the same plus what the test suite needs (engine tests skip without vLLM)
+#   scripts/install.sh --test   the same plus what the test suite needs, vLLM included (engine tests)
 #   scripts/install.sh --vllm   the toolkit plus the vLLM engine
 # Safe to rerun: pip skips what is already there.
 set -euo pipefail
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 extras="hf,math"
 with_vllm=0
 case "${1:-}" in
-    --test) extras="hf,math,test" ;;
+    --test) extras="hf,math,test"; with_vllm=1 ;;
     --vllm) extras="hf,math,openai"; with_vllm=1 ;;
     "") ;;
     *) echo "error: unknown option ${1}; choose from --test, --vllm" >&2; exit 2 ;;
