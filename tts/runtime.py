@@ -25,6 +25,12 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
+def as_prompt(prompt: Problem | Sequence[Message] | str) -> tuple[Message, ...] | str:
+    """What a backend request takes: raw text, or chat messages (a Problem becomes its chat)."""
+    chat = prompt.chat() if isinstance(prompt, Problem) else prompt
+    return chat if isinstance(chat, str) else tuple(chat)
+
+
 class Generator:
     """A backend handle bound to one problem's ledger. Every request goes through :meth:`sample`."""
 
@@ -54,9 +60,7 @@ class Generator:
             # whatever the other problems in flight are doing.
             params = dataclasses.replace(params, seed=derive_seed(self.seed, self._requests))
         self._requests += 1
-        chat = prompt.chat() if isinstance(prompt, Problem) else prompt
-        chat = chat if isinstance(chat, str) else tuple(chat)
-        request = GenerationRequest(chat, params, prefix)
+        request = GenerationRequest(as_prompt(prompt), params, prefix)
         prompt_tokens = self.backend.count_prompt_tokens(request)
         reservation = self.ledger.admit(prompt_tokens, params, self.backend.shape)
         request = dataclasses.replace(request, params=reservation.params)

@@ -8,6 +8,7 @@ concurrent calls into engine batches themselves. They report usage as the engine
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
@@ -84,3 +85,30 @@ def render_prompt(tokenizer, request: GenerationRequest) -> str:
     else:
         text = render_chat_fallback(request.prompt)
     return text + request.prefix
+
+
+class PromptEncoder:
+    """Renders and tokenizes requests with a local tokenizer, remembering recent encodings: the runtime
+    counts a prompt's tokens and then generates from it, so each prompt is tokenized once."""
+
+    def __init__(self, tokenizer, capacity: int = 4096):
+        self.tokenizer = tokenizer
+        self.capacity = capacity
+        self._encoded: OrderedDict[tuple, list[int]] = OrderedDict()
+
+    def render(self, request: GenerationRequest) -> str:
+        return render_prompt(self.tokenizer, request)
+
+    def encode(self, request: GenerationRequest) -> list[int]:
+        key = (request.prompt, request.prefix)
+        ids = self._encoded.get(key)
+        if ids is None:
+            # A chat template already holds the special tokens; raw text gets the tokenizer's BOS.
+            add_special = isinstance(request.prompt, str)
+            ids = self.tokenizer(self.render(request), add_special_tokens=add_special)["input_ids"]
+            self._encoded[key] = ids
+            if len(self._encoded) > self.capacity:
+                self._encoded.popitem(last=False)
+        else:
+            self._encoded.move_to_end(key)
+        return ids

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..budget import ModelShape
 from ..types import Completion
-from .base import Generation, GenerationRequest, PartialUsage, render_prompt
+from .base import Generation, GenerationRequest, PartialUsage, PromptEncoder
 
 
 class ModelLoadError(RuntimeError):
@@ -79,6 +79,7 @@ class HFBackend:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from exc
         cfg = self.model.config
+        self._prompts = PromptEncoder(self.tokenizer)
         self.shape = _model_shape(self.model)
         eos = {self.tokenizer.eos_token_id, *_as_list(getattr(cfg, "eos_token_id", None))}
         gen_cfg = getattr(self.model, "generation_config", None)
@@ -95,12 +96,10 @@ class HFBackend:
 
     # --- prompt ----------------------------------------------------------------------------------
     def render(self, request: GenerationRequest) -> str:
-        return render_prompt(self.tokenizer, request)
+        return self._prompts.render(request)
 
     def encode(self, request: GenerationRequest) -> list[int]:
-        # The chat template already holds the special tokens; do not let the tokenizer add a second BOS.
-        add_special = isinstance(request.prompt, str)
-        return self.tokenizer(self.render(request), add_special_tokens=add_special)["input_ids"]
+        return self._prompts.encode(request)
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(self.encode(request))

@@ -27,14 +27,13 @@ import struct
 import threading
 import uuid
 import weakref
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..budget import ModelShape
 from ..types import Completion
-from .base import Generation, GenerationRequest, PartialUsage, render_prompt
+from .base import Generation, GenerationRequest, PartialUsage, PromptEncoder
 
 #: vLLM finish reasons -> ours. "abort" is what an aborted (cancelled) request reports.
 _FINISH = {"stop": "stop", "length": "length", "abort": "cancelled"}
@@ -278,7 +277,7 @@ class VLLMBackend:
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-        self._encoded: OrderedDict[tuple, list[int]] = OrderedDict()
+        self._prompts = PromptEncoder(self.tokenizer)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tts-vllm-engine", daemon=True)
         self._thread.start()
@@ -305,23 +304,10 @@ class VLLMBackend:
 
     # --- prompt ----------------------------------------------------------------------------------
     def render(self, request: GenerationRequest) -> str:
-        return render_prompt(self.tokenizer, request)
+        return self._prompts.render(request)
 
     def encode(self, request: GenerationRequest) -> list[int]:
-        # The runtime counts a prompt's tokens and then generates from it: remember recent encodings
-        # so each prompt is tokenized once.
-        key = (request.prompt, request.prefix)
-        ids = self._encoded.get(key)
-        if ids is None:
-            # A chat template already holds the special tokens; raw text gets the tokenizer's BOS.
-            add_special = isinstance(request.prompt, str)
-            ids = self.tokenizer(self.render(request), add_special_tokens=add_special)["input_ids"]
-            self._encoded[key] = ids
-            if len(self._encoded) > 4096:
-                self._encoded.popitem(last=False)
-        else:
-            self._encoded.move_to_end(key)
-        return ids
+        return self._prompts.encode(request)
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(self.encode(request))

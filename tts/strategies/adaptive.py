@@ -88,10 +88,11 @@ class AdaptiveConsistency(Strategy):
         stopped = None
         confidence = 0.0
         key = key_reader(self.extract, problem) or (lambda a: a)
+        read = answer_reader(self.extract, problem)
         while len(candidates) < self.n:
             size = min(self.batch, self.n - len(candidates))
             got, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=size))
-            candidates += [Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text)) for c in got]
+            candidates += [Candidate.from_completion(c, read(c.text)) for c in got]
             if stopped:
                 break
             counts = Counter(key(c.answer) for c in candidates if c.answer is not None)

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 from ..backends.base import GenerationRequest
 from ..budget import BudgetExhausted
-from ..runtime import Generator, Strategy, derive_seed
+from ..runtime import Generator, Strategy, as_prompt, derive_seed
 from ..types import Completion, Message, Problem, SamplingParams, Trace
 from .sampling import Extractor, Single, answer_reader
 
@@ -236,8 +236,7 @@ class ForcedGenerator:
     ) -> list[Completion]:
         if n is not None:
             params = replace(params, n=n)
-        chat = prompt.chat() if isinstance(prompt, Problem) else prompt
-        chat = chat if isinstance(chat, str) else tuple(chat)
+        chat = as_prompt(prompt)
         # Seeds of every step derive from one per call, so a sample's continuations do not depend on the
         # order in which its siblings' steps happen to reach the generator.
         base = params.seed if params.seed is not None else derive_seed(self.gen.seed, "budget_forcing", self._calls)

@@ -44,6 +44,19 @@ async def sample_or_nothing(gen: Generator, problem: Problem, params: SamplingPa
         return [], str(exc)
 
 
+async def sample_and_score(
+    gen: Generator, problem: Problem, verifier: Verifier, params: SamplingParams, extract: Extractor | None
+) -> tuple[list[Candidate], list[float], str | None]:
+    """Sample ``params.n`` candidates (with logprobs when the verifier needs them) and score them in one
+    batched verifier call; the shared first half of every verifier-driven selection rule."""
+    params = replace(params, logprobs=params.logprobs or verifier.needs_logprobs)
+    completions, stopped = await sample_or_nothing(gen, problem, params)
+    scores = await verifier.score(problem, completions, gen.ledger) if completions else []
+    read = answer_reader(extract, problem)
+    candidates = [Candidate.from_completion(c, read(c.text), {verifier.name: s}) for c, s in zip(completions, scores)]
+    return candidates, scores, stopped
+
+
 def vote(
     answers: Sequence[str | None], weights: Sequence[float] | None, seed: int, key: Key | None = None
 ) -> tuple[str | None, dict[str, float]]:
@@ -84,7 +97,8 @@ class Single(Strategy):
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         completions, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=1))
-        candidates = [Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text)) for c in completions]
+        read = answer_reader(self.extract, problem)
+        candidates = [Candidate.from_completion(c, read(c.text)) for c in completions]
         return make_trace(problem, self.name, candidates, 0 if candidates else None, budget_stop=stopped)
 
     def config(self) -> dict:
@@ -106,7 +120,8 @@ class Majority(Strategy):
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         completions, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=self.n))
-        candidates = [Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text)) for c in completions]
+        read = answer_reader(self.extract, problem)
+        candidates = [Candidate.from_completion(c, read(c.text)) for c in completions]
         key = key_reader(self.extract, problem)
         winner, totals = vote([c.answer for c in candidates], None, gen.seed, key)
         return make_trace(problem, self.name, candidates, choose_for_answer(candidates, winner, None, key), votes=totals,
@@ -131,13 +146,8 @@ class BestOfN(Strategy):
             raise ValueError(f"BestOfN.n must be a positive integer, got {self.n!r}")
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
-        params = replace(self.params, n=self.n, logprobs=self.params.logprobs or self.verifier.needs_logprobs)
-        completions, stopped = await sample_or_nothing(gen, problem, params)
-        scores = await self.verifier.score(problem, completions, gen.ledger) if completions else []
-        candidates = [
-            Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text), {self.verifier.name: s})
-            for c, s in zip(completions, scores)
-        ]
+        candidates, scores, stopped = await sample_and_score(
+            gen, problem, self.verifier, replace(self.params, n=self.n), self.extract)
         chosen = max(range(len(scores)), key=lambda i: (scores[i], -i)) if scores else None
         return make_trace(problem, self.name, candidates, chosen, verifier=self.verifier.name, budget_stop=stopped)
 
@@ -162,15 +172,10 @@ class WeightedMajority(Strategy):
             raise ValueError(f"WeightedMajority.n must be a positive integer, got {self.n!r}")
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
-        params = replace(self.params, n=self.n, logprobs=self.params.logprobs or self.verifier.needs_logprobs)
-        completions, stopped = await sample_or_nothing(gen, problem, params)
-        scores = await self.verifier.score(problem, completions, gen.ledger) if completions else []
+        candidates, scores, stopped = await sample_and_score(
+            gen, problem, self.verifier, replace(self.params, n=self.n), self.extract)
         if any(s < 0 for s in scores):
             raise ValueError(f"{self.verifier.name} gave a negative score; weighted voting needs non-negative weights")
-        candidates = [
-            Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text), {self.verifier.name: s})
-            for c, s in zip(completions, scores)
-        ]
         key = key_reader(self.extract, problem)
         winner, totals = vote([c.answer for c in candidates], scores, gen.seed, key)
         chosen = choose_for_answer(candidates, winner, scores, key)
