@@ -203,3 +203,21 @@ def test_command_directory_and_no_files(tmp_path):
     res = CliRunner().invoke(rep.report_command, [str(tmp_path)])
     assert res.exit_code == 2 and "is a directory" in res.output
     assert CliRunner().invoke(rep.report_command, []).exit_code == 2
+
+
+def test_report_votes_with_the_stored_vote_key(tmp_path):
+    # Three spellings of one value vote together when the run stored their vote key; without it they split.
+    answers = ["\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2", "1/\\sqrt{2}", "3", "3"]
+    correct = (True, True, True, False, False)
+    problem = Problem(id="p0", prompt="q", answer="\\sqrt{2}/2")
+    cands = tuple(Candidate(f"t{i}", a, 5, "stop") for i, a in enumerate(answers))
+    trace = Trace("p0", "majority", cands, "3", 3, {"generated_tokens": 25})
+    result = Result(problem, trace, False, correct)
+    key = lambda answer: "3" if answer == "3" else "sqrt(2)/2"
+    keyed = result_record(result, config_hash="h", run_info={}, vote_key=key)
+    assert [c["vote_key"] for c in keyed["candidates"]] == ["sqrt(2)/2"] * 3 + ["3", "3"]
+    plain = result_record(result, config_hash="h", run_info={})
+    assert all("vote_key" not in c for c in plain["candidates"])
+    with_key = rep.summarize_records([keyed], resamples=50)["curve"][-1]["maj_at_k"]
+    without = rep.summarize_records([plain], resamples=50)["curve"][-1]["maj_at_k"]
+    assert with_key == 1.0 and without == 0.0

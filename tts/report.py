@@ -9,7 +9,8 @@ Pool estimators (k <= n, the problem's number of graded candidates):
 
 * pass@k is the unbiased estimator of Chen et al. (2021), :func:`tts.metrics.pass_at_k`.
 * maj@k is the expected accuracy of a majority vote over a uniformly random size-k subset of the pool.
-  Candidates vote with their normalized answer (:func:`tts.verifiers.answers.normalize_answer`); a
+  Candidates vote with the vote key the run stored (boxed math: math-verify's, as the strategies vote),
+  else with their normalized answer (:func:`tts.verifiers.answers.normalize_answer`); a
   candidate with no answer abstains, and a subset where everyone abstains scores 0. Ties between the top
   answers are broken uniformly at random, so a tie counts as the fraction of tied answers that are
   correct. The expectation is computed exactly (by enumerating vote counts per distinct answer, or
@@ -185,7 +186,8 @@ def load_results(path: str | Path) -> list[dict]:
 
 def _pool(record: Mapping) -> tuple[list[str | None], list[bool]]:
     graded = [c for c in record.get("candidates", []) if isinstance(c, Mapping) and c.get("correct") is not None]
-    return [c.get("answer") for c in graded], [bool(c["correct"]) for c in graded]
+    # The stored vote key (boxed math) groups answers the way the strategy voted; else the answer itself.
+    return [c.get("vote_key") or c.get("answer") for c in graded], [bool(c["correct"]) for c in graded]
 
 
 def summarize_records(records: Sequence[Mapping], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES,
@@ -391,23 +393,31 @@ def plot(report: Mapping, path: str | Path, x: str = "tokens") -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    names = list(dict.fromkeys(n for f in report["files"] for n in f["strategies"]))
+    # One line per strategy: its points across files and across widths (best_of_n@4, best_of_n@16, ...).
+    groups: dict[str, list[str]] = {}
+    for name in dict.fromkeys(n for f in report["files"] for n in f["strategies"]):
+        groups.setdefault(name.split("@")[0], []).append(name)
     several = len(report["files"]) > 1
-    for i, name in enumerate(names):
+    for i, (group, members) in enumerate(groups.items()):
         color = colors[i % len(colors)]
         points = []
+        curve_labelled = set()
         for file_index, f in enumerate(report["files"]):
-            s = f["strategies"].get(name)
-            if s is None or s["accuracy"] is None:
-                continue
-            xv = s["mean_generated_tokens"] if x == "tokens" else s["mean_flops"]
-            points.append((xv, s["accuracy"], s["wilson"]))
-            curve = s.get("curve") or []
-            per_candidate = _per_candidate(s, x)
-            if len(curve) > 1 and per_candidate:
-                label = f"{name} maj@k" + (f" ({Path(f['path']).stem})" if several else "")
-                ax.plot([p["k"] * per_candidate for p in curve], [p["maj_at_k"] for p in curve], color=color, alpha=0.6, label=label,
-                        linestyle=("--", ":", "-.", (0, (5, 1)))[file_index % 4])  # one dash style per file
+            for name in members:
+                s = f["strategies"].get(name)
+                if s is None or s["accuracy"] is None:
+                    continue
+                xv = s["mean_generated_tokens"] if x == "tokens" else s["mean_flops"]
+                points.append((xv, s["accuracy"], s["wilson"]))
+                curve = s.get("curve") or []
+                per_candidate = _per_candidate(s, x)
+                if len(curve) > 1 and per_candidate:
+                    label = f"{group} maj@k" + (f" ({Path(f['path']).stem})" if several else "")
+                    ax.plot([p["k"] * per_candidate for p in curve], [p["maj_at_k"] for p in curve], color=color, alpha=0.6,
+                            label=None if label in curve_labelled else label,
+                            linestyle=("--", ":", "-.", (0, (5, 1)))[file_index % 4])  # one dash style per file
+                    curve_labelled.add(label)
+        name = group
         if not points:
             continue
         points.sort()

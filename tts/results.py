@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .runtime import Result
 
@@ -28,7 +28,10 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def result_record(result: Result, *, config_hash: str, run_info: Mapping[str, Any]) -> dict:
+def result_record(result: Result, *, config_hash: str, run_info: Mapping[str, Any],
+                  vote_key: Callable[[str], str] | None = None) -> dict:
+    """One result line. ``vote_key`` (the problem's, when its answers need one) is stored per candidate so
+    that reports vote the way the strategies did (``1/2`` and ``\\frac{1}{2}`` as one answer)."""
     trace = result.trace
     return {
         "id": trace.problem_id,
@@ -45,6 +48,7 @@ def result_record(result: Result, *, config_hash: str, run_info: Mapping[str, An
                 "finish_reason": c.finish_reason,
                 "scores": dict(c.scores),
                 "correct": ok,
+                **({"vote_key": vote_key(c.answer)} if vote_key is not None and c.answer is not None else {}),
             }
             for c, ok in zip(trace.candidates, result.candidate_correct)
         ],

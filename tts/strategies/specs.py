@@ -1,0 +1,32 @@
+"""Strategy specs on the command line: ``NAME`` or ``NAME@N``.
+
+``best_of_n@16`` is best-of-N with 16 samples whatever ``--n`` says, and its results are kept under
+that label, so one run (or one recipe) can compare a strategy at several widths side by side:
+``--strategy majority@4,majority@16,beam_search@16``. N is the strategy's own width: samples, beams or
+MCTS simulations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..runtime import Strategy
+from ..types import SamplingParams
+
+
+def parse_spec(spec: str) -> tuple[str, int | None]:
+    """``"majority@16"`` -> ``("majority", 16)``; ``"majority"`` -> ``("majority", None)``."""
+    name, sep, count = spec.strip().partition("@")
+    if not sep:
+        return name, None
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"strategy {spec!r}: the number after @ must be a positive integer (samples, beams or simulations)")
+    return name, int(count)
+
+
+def create_from_spec(spec: str, n: int, params: SamplingParams, options: dict | None = None) -> Strategy:
+    from . import create
+
+    name, count = parse_spec(spec)
+    strategy = create(name, count or n, params, options)
+    return dataclasses.replace(strategy, name=spec.strip()) if count else strategy
