@@ -12,6 +12,7 @@ from ..runtime import Strategy
 from ..types import SamplingParams
 from ..verifiers.confidence import ConfidenceVerifier
 from .adaptive import AdaptiveConsistency
+from .auto import Auto
 from .beam import DVTS, BeamSearch, Rebase
 from .deepconf import DeepConf
 from .forcing import BudgetForced, BudgetForcing, policy_from_options
@@ -48,6 +49,8 @@ STRATEGIES: dict[str, Factory] = {
         n=n, params=p, **tree_options(o), **_pick(o, temperature="tree_temperature")),
     # One budget-forced sample; any other strategy is forced by wrapping it (forcing.with_forcing).
     "budget_forcing": lambda n, p, o: BudgetForced(inner=Single(params=p), policy=policy_from_options(o, always=True)),
+    # Per-question routing by a compute-optimal policy (routing.py; option routing_policy: a policy file).
+    "auto": lambda n, p, o: Auto.from_options(p, o),
 }
 
 
@@ -63,6 +66,6 @@ def create(name: str, n: int, params: SamplingParams, options: dict | None = Non
 
 
 __all__ = [
-    "AdaptiveConsistency", "BeamSearch", "BestOfN", "BudgetForced", "BudgetForcing", "DVTS", "DeepConf", "MCTS", "Majority", "ParticleFilter",
+    "AdaptiveConsistency", "Auto", "BeamSearch", "BestOfN", "BudgetForced", "BudgetForcing", "DVTS", "DeepConf", "MCTS", "Majority", "ParticleFilter",
     "Rebase", "Revise", "STRATEGIES", "Single", "WeightedMajority", "create",
 ]

@@ -1,0 +1,510 @@
+"""Compute-optimal routing (Snell et al. 2024): which strategy to run for a question of a given difficulty
+under a given budget.
+
+The pieces, in the order a sweep uses them (``experiments/compute_optimal.py``):
+
+* :class:`Setting` names a strategy and its settings the way the strategy registry builds it
+  (``revise`` with n=8 and ``revisions=4``); :class:`Row` is one problem's outcome under one setting:
+  its (expected) correctness, generated tokens and FLOPs. A list of rows is a result table.
+* :class:`Binning` cuts a difficulty feature into bins with edges fitted on a training split
+  (:func:`fit_edges`): the model's own pass@1 from a sample pool (oracle bins, which need the answers) or a
+  :class:`Predictor` feature computed from verifier scores of a few cheap probe samples (no answers).
+  Bin 0 is the easiest (highest feature value).
+* :func:`select` picks, for every bin and budget, the setting with the best accuracy among those whose
+  average cost in that bin fits the budget. :class:`Policy` holds the choices and the predictor and is
+  saved as versioned JSON (:meth:`Policy.save`, :meth:`Policy.load`, malformed files give one-line
+  :class:`PolicyError` messages). ``tts run --strategy auto`` (strategies/auto.py) loads one.
+* :func:`frontier` is the compute-optimal frontier of (cost, accuracy) points, and :func:`compute_saved`
+  says how much less compute a policy needs than a baseline (best-of-N, majority) at equal accuracy.
+
+This module imports no strategy and no engine: it is bookkeeping over tables, so it is tested on
+synthetic tables with known optima (tests/test_routing.py).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+FORMAT = "tts-routing-policy"
+VERSION = 1
+UNITS = ("generated_tokens", "flops")
+FEATURES = ("mean_score", "max_score", "agreement")
+#: strategies that are parallel samples plus a selection rule: a policy's probe samples count towards them
+SAMPLING = ("single", "majority", "best_of_n", "weighted_majority")
+
+
+class PolicyError(ValueError):
+    """A routing policy that cannot be used; the message is one line naming the file and the field."""
+
+
+# --- settings and result tables ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    """A strategy as the registry builds it: ``create(strategy, n, params, dict(options))``."""
+
+    strategy: str
+    n: int = 1
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.strategy, str) or not self.strategy:
+            raise ValueError(f"Setting.strategy must be a non-empty string, got {self.strategy!r}")
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 1:
+            raise ValueError(f"Setting.n must be a positive integer, got {self.n!r}")
+        if isinstance(self.options, Mapping):
+            object.__setattr__(self, "options", tuple(sorted(self.options.items())))
+
+    @classmethod
+    def of(cls, strategy: str, n: int = 1, **options: Any) -> "Setting":
+        return cls(strategy, n, tuple(sorted(options.items())))
+
+    @property
+    def label(self) -> str:
+        """``majority@8``, ``revise@8[revisions=4]``: short, unique, sortable."""
+        extra = ",".join(f"{k}={v}" for k, v in self.options)
+        return f"{self.strategy}@{self.n}" + (f"[{extra}]" if extra else "")
+
+    @property
+    def family(self) -> str:
+        """The label without n: the points of one family form one curve in a plot."""
+        extra = ",".join(f"{k}={v}" for k, v in self.options)
+        return self.strategy + (f"[{extra}]" if extra else "")
+
+    def to_json(self) -> dict:
+        return {"strategy": self.strategy, "n": self.n, "options": dict(self.options)}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "setting") -> "Setting":
+        if not isinstance(data, Mapping):
+            raise PolicyError(f"{where}: must be an object with strategy, n, options, got {data!r}")
+        options = data.get("options", {})
+        if not isinstance(options, Mapping):
+            raise PolicyError(f"{where}.options: must be an object, got {options!r}")
+        try:
+            return cls(data.get("strategy"), data.get("n", 1), tuple(sorted(options.items())))
+        except ValueError as exc:
+            raise PolicyError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One problem solved under one setting: correctness (a fraction when it is an expectation over
+    resampled subsets of a pool), and what it cost."""
+
+    problem: str
+    setting: Setting
+    accuracy: float
+    generated_tokens: float
+    flops: float = 0.0
+
+    def cost(self, unit: str) -> float:
+        return self.generated_tokens if unit == "generated_tokens" else self.flops
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A setting's average over the problems of one bin."""
+
+    setting: Setting
+    accuracy: float
+    generated_tokens: float
+    flops: float
+    problems: int
+
+    def cost(self, unit: str) -> float:
+        return self.generated_tokens if unit == "generated_tokens" else self.flops
+
+
+def _check_unit(unit: str) -> None:
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+
+
+def cells(rows: Iterable[Row], problems: Iterable[str] | None = None) -> list[Cell]:
+    """Average every setting over ``problems`` (default: all problems in the rows). Settings that lack a
+    row for some of those problems are left out, so every cell compares the same questions."""
+    by_setting: dict[Setting, dict[str, Row]] = {}
+    for r in rows:
+        by_setting.setdefault(r.setting, {})[r.problem] = r
+    wanted = set(problems) if problems is not None else {p for rs in by_setting.values() for p in rs}
+    out = []
+    for setting, rs in by_setting.items():
+        if not wanted or not wanted <= rs.keys():
+            continue
+        picked = [rs[p] for p in wanted]
+        k = len(picked)
+        out.append(Cell(setting, sum(r.accuracy for r in picked) / k, sum(r.generated_tokens for r in picked) / k,
+                        sum(r.flops for r in picked) / k, k))
+    return sorted(out, key=lambda c: (c.generated_tokens, c.setting.label))
+
+
+# --- difficulty bins ---------------------------------------------------------------------------------
+def fit_edges(values: Sequence[float], bins: int) -> tuple[float, ...]:
+    """Cut points that split ``values`` into ``bins`` groups of (nearly) equal size, ascending.
+
+    A cut falls midway between neighbouring distinct values. Tied values always share a bin: where a tie
+    straddles a quantile the cut moves to whichever end of the tie is nearer, and repeated cuts are
+    dropped, so heavily tied values (many problems with pass@1 = 0) give fewer bins rather than empty ones.
+    """
+    if not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    v = sorted(float(x) for x in values)
+    if not v or bins == 1:
+        return ()
+    edges: list[float] = []
+    pos = 0  # values below the last cut
+    for left in range(bins, 1, -1):  # split what is above the last cut evenly among the bins left
+        target = pos + (len(v) - pos) / left
+        idx = round(target)
+        if 0 < idx < len(v) and v[idx - 1] == v[idx]:  # inside a tie: cut below or above it, whichever is nearer
+            options = [j for j in (bisect.bisect_left(v, v[idx]), bisect.bisect_right(v, v[idx])) if pos < j < len(v)]
+            idx = min(options, key=lambda j: (abs(j - target), j)) if options else len(v)
+        if not pos < idx < len(v):
+            continue
+        edges.append((v[idx - 1] + v[idx]) / 2)
+        pos = idx
+    return tuple(edges)
+
+
+@dataclass(frozen=True)
+class Binning:
+    """Bins of an "ease" feature (higher = easier); bin 0 holds the easiest problems."""
+
+    edges: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        edges = tuple(float(e) for e in self.edges)
+        if any(not math.isfinite(e) for e in edges) or any(a >= b for a, b in zip(edges, edges[1:])):
+            raise ValueError(f"Binning.edges must be finite and strictly increasing, got {self.edges!r}")
+        object.__setattr__(self, "edges", edges)
+
+    @classmethod
+    def fit(cls, values: Sequence[float], bins: int) -> "Binning":
+        return cls(fit_edges(values, bins))
+
+    @property
+    def count(self) -> int:
+        return len(self.edges) + 1
+
+    def bin(self, value: float) -> int:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return self.count - 1  # no signal: treat as the hardest
+        return len(self.edges) - bisect.bisect_right(self.edges, value)
+
+    def assign(self, values: Mapping[str, float]) -> dict[str, int]:
+        return {k: self.bin(v) for k, v in values.items()}
+
+
+def probe_feature(scores: Sequence[float], answers: Sequence[Any] | None = None, feature: str = "mean_score") -> float:
+    """The difficulty predictor's feature from a few probe samples (higher = easier), without the answer:
+    their mean or max verifier score, or ``agreement``, the share of probes that give the most common
+    answer (no answer counts as disagreeing)."""
+    if feature not in FEATURES:
+        raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
+    if feature == "agreement":
+        answers = list(answers or [])
+        if not answers:
+            return 0.0
+        counts: dict[Any, int] = {}
+        for a in answers:
+            if a is not None:
+                counts[a] = counts.get(a, 0) + 1
+        return max(counts.values(), default=0) / len(answers)
+    finite = [float(s) for s in scores if s is not None and math.isfinite(s)]
+    if not finite:
+        return float("nan")
+    return max(finite) if feature == "max_score" else sum(finite) / len(finite)
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """Estimates a question's difficulty bin from ``probes`` cheap samples scored by ``verifier``."""
+
+    probes: int = 2
+    feature: str = "mean_score"
+    verifier: str = "confidence_mean"
+    binning: Binning = field(default_factory=Binning)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.probes, int) or isinstance(self.probes, bool) or self.probes < 1:
+            raise ValueError(f"Predictor.probes must be a positive integer, got {self.probes!r}")
+        if self.feature not in FEATURES:
+            raise ValueError(f"Predictor.feature must be one of {', '.join(FEATURES)}, got {self.feature!r}")
+        if not isinstance(self.verifier, str) or not self.verifier:
+            raise ValueError(f"Predictor.verifier must be a verifier spec such as confidence_mean, got {self.verifier!r}")
+
+    def bin(self, scores: Sequence[float], answers: Sequence[Any] | None = None) -> int:
+        return self.binning.bin(probe_feature(scores, answers, self.feature))
+
+
+# --- selection ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rule:
+    """In difficulty bin ``bin`` with ``budget`` to spend per problem, run ``setting``; on the training
+    split it reached ``accuracy`` for an average ``cost``."""
+
+    bin: int
+    budget: float
+    setting: Setting
+    accuracy: float
+    cost: float
+    over_budget: bool = False  # nothing fit the budget: the cheapest setting was taken
+
+    def to_json(self) -> dict:
+        return {"bin": self.bin, "budget": self.budget, **self.setting.to_json(), "accuracy": round(self.accuracy, 6),
+                "cost": round(self.cost, 6), "over_budget": self.over_budget}
+
+
+def best_cell(candidates: Sequence[Cell], budget: float, unit: str = "generated_tokens",
+              tolerance: float = 0.0) -> tuple[Cell, bool]:
+    """The most accurate cell whose cost fits ``budget`` (within ``tolerance`` of the best accuracy, the
+    cheapest; then the label, so the choice is deterministic). When none fits: the cheapest, flagged."""
+    _check_unit(unit)
+    if not candidates:
+        raise ValueError("no settings to choose from")
+    fits = [c for c in candidates if c.cost(unit) <= budget]
+    if not fits:
+        return min(candidates, key=lambda c: (c.cost(unit), -c.accuracy, c.setting.label)), True
+    top = max(c.accuracy for c in fits)
+    near = [c for c in fits if c.accuracy >= top - tolerance - 1e-12]
+    return min(near, key=lambda c: (c.cost(unit) if tolerance > 0 else 0.0, -c.accuracy, c.cost(unit),
+                                    c.setting.label)), False
+
+
+def select(rows: Iterable[Row], bins: Mapping[str, int], budgets: Sequence[float], *, unit: str = "generated_tokens",
+           tolerance: float = 0.0) -> list[Rule]:
+    """For every bin (from ``bins``: problem -> bin) and budget, the best setting (see :func:`best_cell`)."""
+    _check_unit(unit)
+    rows = list(rows)
+    members: dict[int, list[str]] = {}
+    for problem, b in bins.items():
+        members.setdefault(b, []).append(problem)
+    rules = []
+    for b in sorted(members):
+        table = cells(rows, members[b])
+        if not table:
+            raise ValueError(f"bin {b}: no setting has results for all of its {len(members[b])} problems")
+        for budget in sorted(budgets):
+            cell, over = best_cell(table, budget, unit, tolerance)
+            rules.append(Rule(b, float(budget), cell.setting, cell.accuracy, cell.cost(unit), over))
+    return rules
+
+
+# --- the policy --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Policy:
+    """Rules per (difficulty bin, budget), the predictor that assigns the bin, and the budget unit."""
+
+    rules: tuple[Rule, ...]
+    predictor: Predictor = field(default_factory=Predictor)
+    unit: str = "generated_tokens"
+    params: Mapping[str, Any] = field(default_factory=dict)  # sampling params of the sweep (reference)
+    meta: Mapping[str, Any] = field(default_factory=dict)  # model, dataset, command: where it came from
+
+    def __post_init__(self) -> None:
+        _check_unit(self.unit)
+        if not self.rules:
+            raise ValueError("a policy needs at least one rule")
+        bins = {r.bin for r in self.rules}
+        want = set(range(self.predictor.binning.count))
+        if bins != want:
+            raise ValueError(f"rules cover bins {sorted(bins)} but the predictor has bins {sorted(want)}")
+
+    @property
+    def budgets(self) -> list[float]:
+        return sorted({r.budget for r in self.rules})
+
+    def choose(self, bin: int, budget: float | None) -> Rule:
+        """The rule for ``bin`` with the largest budget not above ``budget`` (None: the largest); when every
+        rule's budget is larger, the smallest one (the ledger still enforces the real cap)."""
+        mine = sorted((r for r in self.rules if r.bin == bin), key=lambda r: r.budget)
+        if not mine:
+            raise ValueError(f"no rule for bin {bin}; the policy has bins 0..{self.predictor.binning.count - 1}")
+        if budget is None:
+            return mine[-1]
+        fitting = [r for r in mine if r.budget <= budget + 1e-9]
+        return fitting[-1] if fitting else mine[0]
+
+    def to_json(self) -> dict:
+        p = self.predictor
+        return {
+            "format": FORMAT, "version": VERSION, "unit": self.unit,
+            "predictor": {"probes": p.probes, "feature": p.feature, "verifier": p.verifier,
+                          "edges": list(p.binning.edges)},
+            "params": dict(self.params), "meta": dict(self.meta),
+            "rules": [r.to_json() for r in sorted(self.rules, key=lambda r: (r.bin, r.budget))],
+        }
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "policy") -> "Policy":
+        def need(obj: Mapping, key: str, where: str) -> Any:
+            if key not in obj:
+                raise PolicyError(f"{source}: {where} is missing {key!r}")
+            return obj[key]
+
+        if not isinstance(data, Mapping):
+            raise PolicyError(f"{source}: a routing policy is a JSON object, got {type(data).__name__}")
+        if data.get("format") != FORMAT:
+            raise PolicyError(f"{source}: not a routing policy (format must be {FORMAT!r}, got {data.get('format')!r}); "
+                              "write one with experiments/compute_optimal.py")
+        if data.get("version") != VERSION:
+            raise PolicyError(f"{source}: policy version {data.get('version')!r} is not supported (this tts reads {VERSION})")
+        unit = data.get("unit", "generated_tokens")
+        if unit not in UNITS:
+            raise PolicyError(f"{source}: unit must be one of {', '.join(UNITS)}, got {unit!r}")
+        pred = need(data, "predictor", "the policy")
+        if not isinstance(pred, Mapping):
+            raise PolicyError(f"{source}: predictor must be an object, got {pred!r}")
+        edges = pred.get("edges", [])
+        if not isinstance(edges, list) or not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in edges):
+            raise PolicyError(f"{source}: predictor.edges must be a list of numbers, got {edges!r}")
+        try:
+            predictor = Predictor(pred.get("probes", 2), pred.get("feature", "mean_score"),
+                                  pred.get("verifier", "confidence_mean"), Binning(tuple(edges)))
+        except ValueError as exc:
+            raise PolicyError(f"{source}: predictor: {exc}") from None
+        raw_rules = need(data, "rules", "the policy")
+        if not isinstance(raw_rules, list) or not raw_rules:
+            raise PolicyError(f"{source}: rules must be a non-empty list")
+        rules = []
+        for i, r in enumerate(raw_rules):
+            where = f"rules[{i}]"
+            if not isinstance(r, Mapping):
+                raise PolicyError(f"{source}: {where} must be an object, got {r!r}")
+            b, budget = need(r, "bin", where), need(r, "budget", where)
+            if not isinstance(b, int) or isinstance(b, bool) or not 0 <= b < predictor.binning.count:
+                raise PolicyError(f"{source}: {where}.bin must be an integer in 0..{predictor.binning.count - 1}, got {b!r}")
+            if not isinstance(budget, (int, float)) or isinstance(budget, bool) or not budget > 0:
+                raise PolicyError(f"{source}: {where}.budget must be a positive number, got {budget!r}")
+            setting = Setting.from_json(r, f"{source}: {where}")
+            rules.append(Rule(b, float(budget), setting, float(r.get("accuracy", float("nan"))),
+                              float(r.get("cost", float("nan"))), bool(r.get("over_budget", False))))
+        params, meta = data.get("params", {}), data.get("meta", {})
+        if not isinstance(params, Mapping) or not isinstance(meta, Mapping):
+            raise PolicyError(f"{source}: params and meta must be objects")
+        try:
+            return cls(tuple(rules), predictor, unit, dict(params), dict(meta))
+        except ValueError as exc:
+            raise PolicyError(f"{source}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Policy":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PolicyError(f"{path}: no such routing policy file") from None
+        except IsADirectoryError:
+            raise PolicyError(f"{path}: is a folder, not a routing policy file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PolicyError(f"{path}: cannot read routing policy: {exc}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
+        return cls.from_json(data, str(path))
+
+
+# --- curves, frontier, compute saved -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Point:
+    cost: float
+    accuracy: float
+    label: str = ""
+
+
+def frontier(points: Iterable[Point]) -> list[Point]:
+    """The compute-optimal frontier: the points no cheaper-or-equal point beats in accuracy, by cost."""
+    best = -math.inf
+    out = []
+    for p in sorted(points, key=lambda p: (p.cost, -p.accuracy)):
+        if p.accuracy > best:
+            out.append(p)
+            best = p.accuracy
+    return out
+
+
+def cost_to_reach(curve: Iterable[Point], accuracy: float) -> float | None:
+    """The least cost at which ``curve`` reaches ``accuracy``, interpolating linearly in log cost between
+    its frontier points (None when it never does)."""
+    front = [p for p in frontier(curve) if p.cost > 0]
+    for i, p in enumerate(front):
+        if p.accuracy >= accuracy - 1e-12:
+            if i == 0 or p.accuracy == front[i - 1].accuracy:
+                return p.cost
+            q = front[i - 1]
+            t = (accuracy - q.accuracy) / (p.accuracy - q.accuracy)
+            return math.exp(math.log(q.cost) + t * (math.log(p.cost) - math.log(q.cost)))
+    return None
+
+
+@dataclass(frozen=True)
+class Saving:
+    cost: float  # what the policy spent
+    accuracy: float  # what it reached
+    baseline_cost: float | None  # what the baseline needs for the same accuracy (None: never reaches it)
+    ratio: float | None  # baseline_cost / cost
+
+
+def compute_saved(policy: Iterable[Point], baseline: Iterable[Point]) -> list[Saving]:
+    """For every point of the policy's curve, how much more the baseline spends to be as accurate."""
+    baseline = list(baseline)
+    out = []
+    for p in sorted(policy, key=lambda p: p.cost):
+        need = cost_to_reach(baseline, p.accuracy)
+        out.append(Saving(p.cost, p.accuracy, need, need / p.cost if need is not None and p.cost > 0 else None))
+    return out
+
+
+def evaluate(rules: Sequence[Rule], rows: Iterable[Row], bins: Mapping[str, int], budget: float,
+             unit: str = "generated_tokens") -> Point:
+    """Apply the rules at ``budget`` to every problem in ``bins`` (its bin -> a setting -> its row there)
+    and average accuracy and cost. A problem whose chosen setting has no row is an error."""
+    table = {(r.problem, r.setting): r for r in rows}
+    per_bin: dict[int, list[Rule]] = {}
+    for r in rules:
+        per_bin.setdefault(r.bin, []).append(r)
+    acc = cost = 0.0
+    for problem, b in bins.items():
+        mine = sorted(per_bin.get(b) or per_bin[max(per_bin)], key=lambda r: r.budget)
+        fitting = [r for r in mine if r.budget <= budget + 1e-9]
+        rule = fitting[-1] if fitting else mine[0]
+        row = table.get((problem, rule.setting))
+        if row is None:
+            raise KeyError(f"no result for problem {problem!r} under {rule.setting.label}")
+        acc += row.accuracy
+        cost += row.cost(unit)
+    k = max(1, len(bins))
+    return Point(cost / k, acc / k, f"budget {budget:g}")
+
+
+def verifier_from_spec(spec: str):
+    """A verifier from its policy spec: ``confidence_mean`` / ``confidence_tail`` /
+    ``confidence_lowest_group`` (token confidence, no model), or ``qwen_prm:MODEL``,
+    ``math_shepherd:MODEL``, ``rlhflow:MODEL`` (process reward models on transformers)."""
+    from .verifiers.confidence import MODES, ConfidenceVerifier
+
+    if spec.startswith("confidence_") and spec.removeprefix("confidence_") in MODES:
+        return ConfidenceVerifier(spec.removeprefix("confidence_"))
+    kind, sep, model = spec.partition(":")
+    if sep and model:
+        from .verifiers.prm import RewardHeadPRM, TokenLogitPRM
+
+        makers = {"qwen_prm": RewardHeadPRM.qwen_math_prm, "math_shepherd": TokenLogitPRM.math_shepherd,
+                  "rlhflow": TokenLogitPRM.rlhflow}
+        if kind in makers:
+            return makers[kind](model)
+    raise ValueError(f"unknown verifier {spec!r}; choose from confidence_mean, confidence_tail, "
+                     "confidence_lowest_group, qwen_prm:MODEL, math_shepherd:MODEL, rlhflow:MODEL")

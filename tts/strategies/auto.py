@@ -1,0 +1,159 @@
+"""``auto``: route each question to the strategy a compute-optimal policy chose for its difficulty and budget.
+
+Per problem (Snell et al. 2024, section 3, with a predicted rather than oracle difficulty):
+
+1. draw the policy's ``probes`` cheap samples (metered like any other request) and score them with the
+   policy's verifier;
+2. turn the scores into the difficulty bin the policy was fitted with (routing.Predictor);
+3. take the policy's rule for that bin at this problem's budget (the ledger's per-problem budget in the
+   policy's unit, i.e. ``--budget-tokens``; without one, the policy's largest budget) and run it on the same
+   generator, so the ledger caps probes and strategy together: the per-problem budget is never exceeded.
+
+When the rule is a sampling strategy (single, majority, best-of-N, weighted majority) the probes are its
+first samples: only the missing ones are drawn (in as many requests as the budget admits, since the ledger
+reserves worst-case lengths), and the selection rule runs over all of them (never fewer than the probes).
+Any other strategy (revise, beam search, ...) runs from scratch and its candidates follow the probes'.
+If it ends without an answer (its budget ran out), the probes' majority answer stands.
+
+Policies are written by ``experiments/compute_optimal.py``. Without ``routing_policy`` the packaged
+default is used: the policy fitted for the embedded SmolLM2-135M-Instruct on the built-in arithmetic
+levels (tts/strategies/default_policy.py); for any other model, fit and pass your own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from ..budget import BudgetExhausted
+from ..routing import SAMPLING, Policy, PolicyError, probe_feature, verifier_from_spec
+from ..runtime import Generator, Strategy
+from ..types import Candidate, Completion, Problem, SamplingParams, Trace
+from .sampling import Extractor, _params_config, answer_reader, choose_for_answer, key_reader, make_trace, vote
+
+
+def default_policy() -> Policy:
+    from .default_policy import POLICY
+
+    return Policy.from_json(POLICY, "the packaged default routing policy")
+
+
+async def draw(gen: Generator, problem: Problem, params: SamplingParams, n: int) -> tuple[list[Completion], str | None]:
+    """Up to ``n`` samples in as many requests as the budget admits (the ledger clips a request to what
+    it can pay for at worst-case length; once a request is settled at its real length, more may fit)."""
+    out: list[Completion] = []
+    while len(out) < n:
+        try:
+            got = await gen.sample(problem, params, n=n - len(out))
+        except BudgetExhausted as exc:
+            return out, str(exc)
+        if not got:
+            break
+        out += got
+    return out, None
+
+
+@dataclass(frozen=True)
+class Auto(Strategy):
+    policy: Policy = field(default_factory=default_policy)
+    params: SamplingParams = field(default_factory=SamplingParams)
+    #: strategy options for the routed strategies (command-line options; the rule's own settings win)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    extract: Extractor | None = None  # None: by the problem's prompt format
+    policy_source: str = "default"
+    name: str = "auto"
+
+    def __post_init__(self) -> None:
+        from . import STRATEGIES
+
+        unknown = sorted({r.setting.strategy for r in self.policy.rules} - set(STRATEGIES) - {"auto"})
+        if unknown or any(r.setting.strategy == "auto" for r in self.policy.rules):
+            raise PolicyError(f"{self.policy_source}: rules name unknown strategies {', '.join(unknown) or 'auto'}; "
+                              f"choose from {', '.join(s for s in STRATEGIES if s != 'auto')}")
+        verifier_from_spec(self.policy.predictor.verifier)  # a bad spec fails here, not mid-run
+
+    @classmethod
+    def from_options(cls, params: SamplingParams, options: Mapping[str, Any]) -> "Auto":
+        path = options.get("routing_policy")
+        if path:
+            policy, source = Policy.load(path), str(path)
+        else:
+            policy, source = default_policy(), "default"
+        rest = {k: v for k, v in options.items() if k != "routing_policy" and v is not None}
+        return cls(policy=policy, params=params, options=rest, policy_source=source)
+
+    def _budget(self, gen: Generator) -> float | None:
+        limit = getattr(gen.ledger.budget, self.policy.unit)
+        return float(limit) if limit is not None else None
+
+    async def solve(self, problem: Problem, gen: Generator) -> Trace:
+        pred = self.policy.predictor
+        verifier = verifier_from_spec(pred.verifier)
+        params = replace(self.params, logprobs=self.params.logprobs or verifier.needs_logprobs)
+        read = answer_reader(self.extract, problem)
+        key = key_reader(self.extract, problem)
+
+        probes, stopped = await draw(gen, problem, params, pred.probes)
+        scores = await verifier.score(problem, probes, gen.ledger) if probes else []
+        answers = [read(c.text) for c in probes]
+        vote_keys = [None if a is None else (key(a) if key else a) for a in answers]
+        feature = probe_feature(scores, vote_keys, pred.feature)
+        difficulty = pred.binning.bin(feature)
+        budget = self._budget(gen)
+        rule = self.policy.choose(difficulty, budget)
+        route = {"bin": difficulty, "feature": None if feature != feature else round(feature, 6),
+                 "budget": budget, "rule": rule.setting.label, "probes": len(probes), "policy": self.policy_source}
+
+        candidates = [Candidate.from_completion(c, a, {verifier.name: s}) for c, a, s in zip(probes, answers, scores)]
+        if rule.setting.strategy in SAMPLING:
+            more, stop2 = ([], None) if stopped else await draw(
+                gen, problem, params, max(0, rule.setting.n - len(probes)))
+            stopped = stopped or stop2
+            if more:
+                extra = await verifier.score(problem, more, gen.ledger)
+                candidates += [Candidate.from_completion(c, read(c.text), {verifier.name: s})
+                               for c, s in zip(more, extra)]
+            chosen, votes = _select(rule.setting.strategy, candidates, verifier.name, gen.seed, key)
+            return make_trace(problem, self.name, candidates, chosen, route=route, votes=votes, budget_stop=stopped)
+
+        inner_trace = None if stopped else await self._inner(rule, verifier).solve(problem, gen)
+        if inner_trace is not None:
+            offset = len(candidates)
+            candidates += list(inner_trace.candidates)
+            stopped = inner_trace.info.get("budget_stop")
+            if inner_trace.chosen is not None:
+                return make_trace(problem, self.name, candidates, offset + inner_trace.chosen, route=route,
+                                  inner={k: v for k, v in inner_trace.info.items() if k not in ("tree", "budget_stop")},
+                                  budget_stop=stopped)
+        route["fallback"] = "probe majority"
+        chosen, votes = _select("majority", candidates[: len(probes)], verifier.name, gen.seed, key)
+        return make_trace(problem, self.name, candidates, chosen, route=route, votes=votes, budget_stop=stopped)
+
+    def _inner(self, rule, verifier) -> Strategy:
+        from . import create
+
+        options = dict(self.options)
+        if not self.policy.predictor.verifier.startswith("confidence_"):
+            options.setdefault("step_scorer", verifier)  # tree search scored by the policy's reward model
+        options.update(dict(rule.setting.options))
+        return create(rule.setting.strategy, rule.setting.n, self.params, options)
+
+    def config(self) -> dict:
+        digest = hashlib.blake2b(json.dumps(self.policy.to_json(), sort_keys=True).encode(), digest_size=8).hexdigest()
+        return {"strategy": self.name, "policy": digest, "params": _params_config(self.params)}
+
+
+def _select(strategy: str, candidates: list[Candidate], verifier: str, seed: int, key) -> tuple[int | None, dict | None]:
+    """A sampling strategy's selection rule over candidates already scored by ``verifier``."""
+    if not candidates:
+        return None, None
+    scores = [c.scores.get(verifier, 0.0) for c in candidates]
+    if strategy == "single":
+        return 0, None
+    if strategy == "best_of_n":
+        return max(range(len(scores)), key=lambda i: (scores[i], -i)), None
+    weights = scores if strategy == "weighted_majority" else None
+    winner, totals = vote([c.answer for c in candidates], weights, seed, key)
+    return choose_for_answer(candidates, winner, weights, key), totals
