@@ -7,13 +7,7 @@ embedded model (skipped without vLLM) and runs strategies through it, directly a
 
 from __future__ import annotations
 
-import asyncio
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -26,6 +20,7 @@ from tts.backends.openai import (  # noqa: E402
     OpenAIBackend, OpenAIBackendError, RequestFailed, RetryPolicy, ServerGeneration, ServerUnreachable, UnknownModel,
 )
 from tts.budget import ModelShape  # noqa: E402
+from tts.backends.vllm_server import free_port  # noqa: E402
 from tts.types import Message, SamplingParams  # noqa: E402
 
 from .conftest import run  # noqa: E402
@@ -33,12 +28,6 @@ from .fault_proxy import FakeOpenAI, FaultProxy  # noqa: E402
 
 SHAPE = ModelShape(1e6, 4, 64)
 FAST_RETRY = RetryPolicy(max_attempts=6, initial_delay_s=0.01, max_delay_s=0.05, max_total_s=20)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fake_backend(proxy: FaultProxy, **kw) -> OpenAIBackend:
@@ -178,47 +167,19 @@ def test_prefix_uses_completions_with_a_local_template(embedded_model_dir):
 @pytest.fixture(scope="module")
 def vllm_server(embedded_model_dir):
     pytest.importorskip("vllm")
-    port = free_port()
-    env = dict(os.environ)
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{len(os.sched_getaffinity(0)) - 1}")
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", embedded_model_dir,
-           "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048", "--enable-prompt-tokens-details"]
-    try:
-        import torch
+    from tts.backends.vllm_server import VLLMServer, VLLMServerError
 
-        on_gpu = torch.cuda.is_available()
-    except ImportError:
-        on_gpu = False
-    if not on_gpu:
-        # A CPU engine reserves this fraction of memory up front: a quarter leaves room for the vLLM
-        # backend tests' engine in the same session.
-        cmd += ["--gpu-memory-utilization", "0.25", "--enforce-eager", "--block-size", "32"]
-    log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"tts-vllm-server-{port}.log"), "w")
-    # Its own process group, so that stopping it also stops the engine processes it starts.
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/v1"
+    # A CPU engine reserves its memory fraction up front: a quarter leaves room for the vLLM backend
+    # tests' engine in the same session.
+    server = VLLMServer(embedded_model_dir, memory_fraction=0.25, block_size=32)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited with {proc.returncode}; see {log.name}")
-            try:
-                if httpx.get(url + "/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not ready in 300 s; see {log.name}")
-            time.sleep(1)
-        yield url
+        server.start()
+    except VLLMServerError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server.url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        server.stop()
 
 
 @pytest.fixture(scope="module")
