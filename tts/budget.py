@@ -168,6 +168,16 @@ class Ledger:
         """A ledger whose spending also counts (and is capped) here."""
         return Ledger(budget=budget or Budget(), parent=self)
 
+    def seconds_left(self) -> float | None:
+        """Wall time left under the tightest time budget here or above (None: no time budget)."""
+        lefts = [n.budget.seconds - n.wall_seconds for n in self._chain() if n.budget.seconds is not None]
+        return max(0.0, min(lefts)) if lefts else None
+
+    def seconds_limit(self) -> float | None:
+        """The tightest time budget here or above, in seconds (None: no time budget)."""
+        limits = [n.budget.seconds for n in self._chain() if n.budget.seconds is not None]
+        return min(limits) if limits else None
+
     def _chain(self) -> Iterator["Ledger"]:
         node: Ledger | None = self
         while node is not None:

@@ -69,7 +69,7 @@ class Generator:
             if not reservation.settled:
                 self.ledger.settle(reservation, self._usage(generation))
 
-        timeout = self._seconds_left()
+        timeout = self.ledger.seconds_left()
         try:
             if timeout is None:
                 generation = await self.backend.generate(request, on_cancel=settle)
@@ -77,7 +77,7 @@ class Generator:
                 generation = await asyncio.wait_for(self.backend.generate(request, on_cancel=settle), timeout)
         except asyncio.TimeoutError:
             settle(Generation((), 0))
-            raise BudgetExhausted("seconds", self._seconds_limit(), self.ledger.wall_seconds) from None
+            raise BudgetExhausted("seconds", self.ledger.seconds_limit(), self.ledger.wall_seconds) from None
         except BaseException:
             settle(Generation((), 0))  # engine errors and cancellations still release the reservation
             raise
@@ -94,12 +94,6 @@ class Generator:
             [c.num_tokens for c in generation.completions],
         )
 
-    def _seconds_limit(self) -> float:
-        return min(n.budget.seconds for n in self.ledger._chain() if n.budget.seconds is not None)
-
-    def _seconds_left(self) -> float | None:
-        lefts = [n.budget.seconds - n.wall_seconds for n in self.ledger._chain() if n.budget.seconds is not None]
-        return max(0.0, min(lefts)) if lefts else None
 
 
 class Strategy:
