@@ -128,6 +128,8 @@ def _strategy_help() -> str:
               help="budget forcing: end thinking after this many tokens and ask for the answer (any strategy).")
 @click.option("--max-waits", type=click.IntRange(min=0), default=None, help="budget forcing: most Waits per sample.")
 @click.option("--wait-text", default=None, help="budget forcing: text appended to keep thinking. Default 'Wait'.")
+@click.option("--routing-policy", type=click.Path(dir_okay=False), default=None,
+              help="auto: routing policy JSON from experiments/compute_optimal.py. Default: the packaged policy for the embedded model.")
 @click.option("--base-url", default=None, help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1")
 @click.option("--api-key", default=None, envvar="TTS_API_KEY", help="openai backend: API key (or $TTS_API_KEY).")
 @click.option("--config", type=click.Path(dir_okay=False), default=None, is_eager=True, expose_value=False,
