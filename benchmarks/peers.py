@@ -39,6 +39,9 @@ from tts.types import SamplingParams
 from tts.verifiers.answers import same_answer
 
 SERVED_NAME = "smollm2"
+#: server counters read around each side; vLLM counts a request's prompt once per sample (it expands n
+#: into n sequences), and cache hits are the prompt tokens it did not recompute
+METRICS = ("vllm:prompt_tokens_total", "vllm:prefix_cache_hits_total", "vllm:generation_tokens_total")
 
 
 def messages(problem) -> list[dict]:
@@ -105,30 +108,34 @@ def main() -> None:
 
     problems = tts.data.load(args.dataset, limit=args.limit)
     model_dir = resolve_model("embedded")
-    sides = [("tts majority (openai backend)", lambda url: tts_side(url, model_dir, problems, args)),
-             ("its_hub SelfConsistency, 8 concurrent", lambda url: its_hub_side(url, problems, args, 8)),
-             ("plain client, n per request, 8 concurrent", lambda url: _timed(plain_client(url, problems, args)))]
+    # (name, requests it sends, run): tts and the plain client send one request with n samples per
+    # problem, its_hub one request per sample
+    one_per_problem, one_per_sample = len(problems), len(problems) * args.n
+    sides = [("tts majority (openai backend)", one_per_problem, lambda url: tts_side(url, model_dir, problems, args)),
+             ("its_hub SelfConsistency, 8 concurrent", one_per_sample, lambda url: its_hub_side(url, problems, args, 8)),
+             ("plain client, n per request, 8 concurrent", one_per_problem,
+              lambda url: _timed(plain_client(url, problems, args)))]
     if not args.skip_sequential:
-        sides.append(("its_hub SelfConsistency, sequential", lambda url: its_hub_side(url, problems, args, 1)))
+        sides.append(("its_hub SelfConsistency, sequential", one_per_sample, lambda url: its_hub_side(url, problems, args, 1)))
     rows = []
     with VLLMServer(model_dir, memory_fraction=0.5, served_name=SERVED_NAME) as server:
         # one warm-up request, so no side pays for the engine's first step
         _timed(plain_client(server.url, problems[:1], args))
-        for name, side in sides:
-            before = (server.metric("vllm:prompt_tokens_total"), server.metric("vllm:generation_tokens_total"))
+        for name, requests, side in sides:
+            before = [server.metric(m) for m in METRICS]
             wall, answers = side(server.url)
-            prompt = server.metric("vllm:prompt_tokens_total") - before[0]
-            generated = server.metric("vllm:generation_tokens_total") - before[1]
+            prompt, cached, generated = (server.metric(m) - b for m, b in zip(METRICS, before))
             correct = sum(answers.get(p.id) is not None and same_answer(answers[p.id], p.answer) for p in problems)
-            rows.append((name, wall, prompt, generated, correct))
+            rows.append((name, requests, wall, prompt, cached, generated, correct))
             print(f"done: {name} in {wall:.1f} s", file=sys.stderr, flush=True)
     print(f"{args.dataset}, {len(problems)} problems, N={args.n}, temperature {args.temperature}, "
           f"max {args.max_tokens} tokens, one vllm serve (CPU: block size 32)\n")
-    print("| client | wall s | prompt tokens | generated tokens | accuracy (95% Wilson) |")
-    print("|---|---|---|---|---|")
-    for name, wall, prompt, generated, correct in rows:
+    print("| client | requests | wall s | prompt tokens (of which from prefix cache) | generated tokens | accuracy (95% Wilson) |")
+    print("|---|---|---|---|---|---|")
+    for name, requests, wall, prompt, cached, generated, correct in rows:
         lo, hi = wilson_interval(correct, len(problems))
-        print(f"| {name} | {wall:.1f} | {prompt:,.0f} | {generated:,.0f} | {correct / len(problems):.3f} ({lo:.2f}-{hi:.2f}) |")
+        print(f"| {name} | {requests:,} | {wall:.1f} | {prompt:,.0f} ({cached:,.0f}) | {generated:,.0f} | "
+              f"{correct / len(problems):.3f} ({lo:.2f}-{hi:.2f}) |")
 
 
 def _timed(coro) -> tuple[float, dict]:
