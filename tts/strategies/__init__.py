@@ -20,17 +20,18 @@ from .mcts import MCTS
 from .particles import ParticleFilter
 from .revise import Revise
 from .sampling import BestOfN, Majority, Single, WeightedMajority
-from .tree import tree_options
+from .tree import prm_option, tree_options
 
 # Token confidence needs no second model, so the verifier-driven strategies work out of the box on any
-# backend that returns logprobs; other verifiers plug in through the Python API.
+# backend that returns logprobs; a process reward model from a local folder (option prm) replaces it for
+# best-of-N, weighted majority and the tree searches; other verifiers plug in through the Python API.
 Factory = Callable[[int, SamplingParams, dict], Strategy]
 
 STRATEGIES: dict[str, Factory] = {
     "single": lambda n, p, o: Single(params=p),
-    "best_of_n": lambda n, p, o: BestOfN(verifier=ConfidenceVerifier("mean"), n=n, params=p),
+    "best_of_n": lambda n, p, o: BestOfN(verifier=_verifier(o), n=n, params=p),
     "majority": lambda n, p, o: Majority(n=n, params=p),
-    "weighted_majority": lambda n, p, o: WeightedMajority(verifier=ConfidenceVerifier("mean"), n=n, params=p),
+    "weighted_majority": lambda n, p, o: WeightedMajority(verifier=_verifier(o), n=n, params=p),
     "adaptive": lambda n, p, o: AdaptiveConsistency(
         n=n, params=p, **_pick(o, batch="adaptive_batch", rule="adaptive_rule", threshold="adaptive_threshold")),
     "deepconf": lambda n, p, o: DeepConf(
@@ -52,6 +53,13 @@ STRATEGIES: dict[str, Factory] = {
     # Per-question routing by a compute-optimal policy (routing.py; option routing_policy: a policy file).
     "auto": lambda n, p, o: Auto.from_options(p, o),
 }
+
+
+def _verifier(options: dict):
+    """The outcome verifier: the PRM named by option prm (its step scores aggregated by its own rule,
+    min unless its folder says otherwise), else token confidence."""
+    prm = prm_option(options.get("prm"))
+    return prm if prm is not None else ConfidenceVerifier("mean")
 
 
 def _pick(options: dict, **names: str) -> dict[str, Any]:

@@ -351,19 +351,42 @@ def step_scorer_option(value: Any):
     return as_step_scorer(value)
 
 
+_PRMS: dict[str, Any] = {}
+
+
+def prm_option(value: Any):
+    """The ``prm`` option: a local PRM folder (read with its ``tts_prm.json`` when it has one, else as a
+    Math-Shepherd-style tagged PRM), ``"testbed"`` for the testbed's tiny PRM, or a PRM object. A folder
+    is loaded once per process, so every strategy of a run shares one model."""
+    if value is None or not isinstance(value, str):
+        return value
+    if value not in _PRMS:
+        from ..testbed import load_prm
+
+        _PRMS[value] = load_prm(value)
+    return _PRMS[value]
+
+
 def tree_options(options: dict) -> dict[str, Any]:
     """Constructor arguments every tree search shares, from command-line options (None: default).
 
-    Keys: step_scorer, max_depth, aggregation, tree_select, step_mode, step_delimiter, step_tokens,
-    step_pattern.
+    Keys: step_scorer, prm, max_depth, aggregation, tree_select, step_mode, step_delimiter, step_tokens,
+    step_pattern. With ``prm`` the PRM scores the steps (``step_scorer`` must then be unset), and its step
+    separator is the step delimiter unless ``step_delimiter`` says otherwise.
     """
-    out: dict[str, Any] = {"scorer": step_scorer_option(options.get("step_scorer"))}
+    prm = prm_option(options.get("prm"))
+    if prm is not None and options.get("step_scorer") is not None:
+        raise ValueError("give either a PRM or a step scorer for tree search, not both")
+    out: dict[str, Any] = {"scorer": as_step_scorer(prm) if prm is not None
+                           else step_scorer_option(options.get("step_scorer"))}
     for arg, key in (("max_depth", "max_depth"), ("aggregation", "aggregation"), ("select", "tree_select")):
         if options.get(key) is not None:
             out[arg] = options[key]
     seg = {arg: options[key] for arg, key in (("mode", "step_mode"), ("delimiter", "step_delimiter"),
                                               ("step_tokens", "step_tokens"), ("pattern", "step_pattern"))
            if options.get(key) is not None}
+    if prm is not None and "delimiter" not in seg and seg.get("mode", "delimiter") == "delimiter":
+        seg["delimiter"] = getattr(prm, "step_separator", None) or Segmenter.delimiter
     if seg:
         out["segmenter"] = Segmenter(**seg)
     return out

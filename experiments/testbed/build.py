@@ -1,0 +1,43 @@
+"""Build the whole testbed with one command: the policy, then the PRM trained on its samples, then the
+PRM's measurements against the exact step labels.
+
+    .venv/bin/python experiments/testbed/build.py              # about 20-25 minutes on one busy core
+    .venv/bin/python experiments/testbed/build.py --skip-built # only what is missing (cached folders)
+
+The folders land in tts/testbed/policy and tts/testbed/prm (bf16 safetensors, committed); everything is
+seeded, so a rebuild on the same software gives the same weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import common
+
+HERE = Path(__file__).resolve().parent
+
+
+def step(script: str, *args: str) -> None:
+    print(f"== {script} {' '.join(args)}", flush=True)
+    subprocess.run([sys.executable, str(HERE / script), *args], check=True, cwd=HERE)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--skip-built", action="store_true", help="keep model folders that already exist")
+    ap.add_argument("--no-eval", action="store_true", help="do not measure the PRM afterwards")
+    args = ap.parse_args()
+    built = lambda d: (d / "model.safetensors").is_file()  # noqa: E731
+    if not (args.skip_built and built(common.POLICY_DIR)):
+        step("train_policy.py")
+    if not (args.skip_built and built(common.PRM_DIR)):
+        step("train_prm.py")
+    if not args.no_eval:
+        step("evaluate_prm.py", "--out", str(HERE / "results" / "prm_eval.json"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The testbed: the step-by-step arithmetic task (exact step checker) and the tiny policy + PRM pair."""
+
+from __future__ import annotations
+
+import pytest
+
+from tts import data
+from tts.data import stepwise
+
+
+def test_canonical_solution_is_one_operation_per_line():
+    assert stepwise.solution("12 + 7 * 3 - 20") == "12 + 21 - 20\n33 - 20\nAnswer: 13"
+    assert stepwise.canonical_states("2 * 3 * 4 + 1") == ["6 * 4 + 1", "24 + 1", "25"]
+    assert stepwise.evaluate("10 - 2 - 3 + 4 * 2") == 13
+
+
+@pytest.mark.parametrize("text, first", [
+    ("12 + 21 - 20\n33 - 20\nAnswer: 13", None),          # canonical
+    ("12 + 21 - 20\n12 + 1\nAnswer: 13", None),           # another legal order (21 - 20 first)
+    ("12 + 22 - 20\n34 - 20\nAnswer: 14", 0),             # wrong product; later steps inherit it
+    ("19 * 3 - 20\n57 - 20\nAnswer: 37", 0),              # precedence ignored (12 + 7 first)
+    ("12 + 21 - 20\n33 - 20\nAnswer: 12", 2),             # wrong last operation
+    ("12 + 21 - 20\n32 - 20\nAnswer: 12", 1),             # wrong addition
+    ("12 + 21 - 20\n33 + 20\nAnswer: 53", 1),             # copy error (operator changed)
+    ("12 + 21 - 20\nAnswer: 13", None),                   # two operations in the answer line, right value
+    ("12 + 21 - 20\n33 - 20 - 1\nAnswer: 12", 1),         # not a reduction
+    ("12 + 21 - 20\n33 - 20\nAnswer: 13\n13", 3),         # text after the answer
+    ("12 + 21 - 20\n33 - 20", None),                      # incomplete, but nothing wrong yet
+    ("banana\nAnswer: 13", 0),
+])
+def test_first_wrong_step(text, first):
+    assert stepwise.first_wrong_step("12 + 7 * 3 - 20", text) == first
+
+
+def test_labels_after_first_wrong_step_are_wrong():
+    labels = stepwise.StepLabels.of("12 + 7 * 3 - 20", "12 + 22 - 20\n12 + 2\nAnswer: 14")
+    assert labels.labels == (False, False, False) and labels.first_wrong == 0 and labels.complete
+    partial = stepwise.StepLabels.of("12 + 7 * 3 - 20", "12 + 21 - 20\n")
+    assert partial.labels == (True,) and partial.first_wrong is None and not partial.complete
+
+
+def test_illegal_orders_are_wrong():
+    # a - b + c: b + c first changes the value; a * b + c: b + c first too
+    assert stepwise.first_wrong_step("9 - 2 + 3", "9 - 5\nAnswer: 4") == 0
+    assert stepwise.first_wrong_step("2 * 3 + 4", "2 * 7\nAnswer: 14") == 0
+    assert stepwise.legal_ops("1 + 2 * 3 - 4".split()) == [3]
+    assert stepwise.legal_ops("1 + 2 - 3".split()) == [1, 3]
+
+
+def test_generator_is_seeded_bounded_and_registered():
+    a, b = data.load("steps4", limit=20, seed=3), data.load("steps4", limit=20, seed=3)
+    assert [p.prompt for p in a] == [p.prompt for p in b]
+    assert [p.prompt for p in a] != [p.prompt for p in data.load("steps4", limit=20, seed=4)]
+    for level, (difficulty, ops, largest) in stepwise.LEVELS.items():
+        for p in data.load(level, limit=30, seed=0):
+            expr = p.metadata["expression"]
+            parts = stepwise.tokens(expr)
+            assert len(parts) == 2 * ops + 1 and p.metadata["level"] == difficulty
+            assert all(1 <= int(x) <= largest for x in parts[::2])
+            assert p.prompt == f"Evaluate {expr}" and p.answer == str(stepwise.evaluate(expr))
+            states = stepwise.canonical_states(expr)
+            assert all(0 <= int(v) <= stepwise.MAX_VALUE for s in states for v in s.split()[::2])
+            assert stepwise.first_wrong_step(expr, stepwise.solution(expr)) is None
+            assert len(stepwise.split_solution(stepwise.solution(expr))) == ops
+    mixed = data.load("stepwise", limit=10)
+    assert {p.metadata["dataset"] for p in mixed} == set(stepwise.LEVELS)
+    assert "steps6" in data.DATASETS
+
+
+def test_answers_grade_with_the_default_grader():
+    p = data.load("steps3", limit=1)[0]
+    text = stepwise.solution(p.metadata["expression"])
+    read = data.grading.extractor_for(p)
+    assert read(text) == p.answer and data.grader_for(p)(read(text), p.answer)
+
+
+def test_prm_option_builds_scorers_and_verifiers(tmp_path):
+    import json
+
+    from tts.strategies import create
+    from tts.strategies.steps import PRMStepScorer
+    from tts.types import SamplingParams
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "tts_prm.json").write_text(json.dumps({"step_separator": "\n", "label": "mine"}))
+    beam = create("beam_search", 8, SamplingParams(), {"prm": str(tmp_path)})
+    assert isinstance(beam.scorer, PRMStepScorer) and beam.segmenter.delimiter == "\n"
+    assert beam.scorer.prm.model == str(tmp_path)
+    best = create("best_of_n", 8, SamplingParams(), {"prm": str(tmp_path)})
+    assert best.verifier is beam.scorer.prm and best.verifier.name == "mine_min"
+    dvts = create("dvts", 8, SamplingParams(), {"prm": str(tmp_path), "step_delimiter": "\n\n"})
+    assert dvts.segmenter.delimiter == "\n\n"
+    with pytest.raises(ValueError, match="not both"):
+        create("dvts", 8, SamplingParams(), {"prm": str(tmp_path), "step_scorer": "confidence_mean"})
+    with pytest.raises(ValueError, match="no config.json"):
+        create("dvts", 8, SamplingParams(), {"prm": str(tmp_path / "missing")})
+
+
+# --- the committed policy and PRM (slow: they load models, a few seconds in all) ----------------------
+
+@pytest.fixture(scope="module")
+def testbed_backend():
+    pytest.importorskip("transformers")
+    import tts.testbed
+    from tts.backends.hf import HFBackend
+
+    if not (tts.testbed.POLICY_DIR / "model.safetensors").is_file():
+        pytest.skip("testbed models not built (experiments/testbed/build.py)")
+    return HFBackend(tts.testbed.POLICY_DIR)
+
+
+@pytest.mark.slow
+def test_prm_scores_a_wrong_step_below_a_right_one():
+    import tts.testbed
+
+    prm = tts.testbed.prm(device="cpu")
+    problem = data.load("steps3", limit=1, seed=5)[0]
+    expr = problem.metadata["expression"]
+    right = stepwise.solution(expr)
+    steps = right.split("\n")
+    value = int(stepwise.canonical_states(expr)[0].split()[0])
+    first = stepwise.canonical_states(expr)[0].split()
+    first[0] = str(value + 3)  # a wrong result in the first step
+    wrong = "\n".join([" ".join(first)] + steps[1:])
+    assert stepwise.first_wrong_step(expr, wrong) == 0
+    scores = prm.step_scores(problem, [right, wrong])
+    assert len(scores[0]) == len(scores[1]) == len(steps)
+    assert scores[1][0] < 0.5 < scores[0][0]
+    assert min(scores[1]) < min(scores[0])
+
+
+@pytest.mark.slow
+def test_beam_search_with_the_prm_on_the_policy(testbed_backend):
+    import tts
+    from tts.strategies import create
+    from tts.strategies.steps import PRMStepScorer
+
+    problems = data.load("steps3", limit=2, seed=7)
+    params = tts.SamplingParams(temperature=0.7, max_tokens=128)
+    beam = create("beam_search", 4, params, {"prm": "testbed", "expansions": 2})
+    assert isinstance(beam.scorer, PRMStepScorer) and beam.segmenter.delimiter == "\n"
+    results = tts.run(problems, beam, testbed_backend)
+    for problem, r in zip(problems, results):
+        assert r.trace.candidates and r.trace.answer is not None
+        nodes = [n for n in r.trace.info["tree"]["nodes"] if n["kind"] == "step"]
+        # one node per line: no step holds the delimiter, and paths end by the level's step count
+        assert all("\n" not in n["step"] for n in nodes)
+        assert max(n["depth"] for n in nodes) <= problem.metadata["steps"] + 1
+        assert r.trace.ledger["verifier_tokens"] > 0
+    assert sum(r.correct for r in results) >= 1
