@@ -102,6 +102,9 @@ def test_probe_features():
     assert probe_feature([0.2, 0.6]) == pytest.approx(0.4)
     assert probe_feature([0.2, 0.6], feature="max_score") == pytest.approx(0.6)
     assert probe_feature([], ["4", "4", "5", None], "agreement") == pytest.approx(0.5)
+    assert probe_feature([0.3, 0.6], ["4", "4"], "agreement_score") == pytest.approx(1 + 0.45 / 3)
+    assert probe_feature([0.9, 0.9], ["4", "5"], "agreement_score") == pytest.approx(0.5 + 0.9 / 3)
+    assert probe_feature([0.3, 0.6], ["4", "4"], "agreement_score") > probe_feature([1.0, 1.0], ["4", "5"], "agreement_score")
     assert math.isnan(probe_feature([]))
     with pytest.raises(ValueError, match="feature must be one of"):
         probe_feature([1.0], feature="vibes")

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 FORMAT = "tts-routing-policy"
 VERSION = 1
 UNITS = ("generated_tokens", "flops")
-FEATURES = ("mean_score", "max_score", "agreement")
+FEATURES = ("mean_score", "max_score", "agreement", "agreement_score")
 #: strategies that are parallel samples plus a selection rule: a policy's probe samples count towards them
 SAMPLING = ("single", "majority", "best_of_n", "weighted_majority")
 
@@ -202,23 +202,30 @@ class Binning:
 
 def probe_feature(scores: Sequence[float], answers: Sequence[Any] | None = None, feature: str = "mean_score") -> float:
     """The difficulty predictor's feature from a few probe samples (higher = easier), without the answer:
-    their mean or max verifier score, or ``agreement``, the share of probes that give the most common
-    answer (no answer counts as disagreeing)."""
+
+    * ``mean_score`` / ``max_score``: the mean or max verifier score of the probes;
+    * ``agreement``: the share of probes that give the most common answer (no answer disagrees);
+    * ``agreement_score``: agreement, with ties broken by the mean score (``agreement + mean/(k+1)`` for k
+      probes and scores in [0, 1], so it orders by agreement first and stays continuous enough for
+      quantile bins even with 2 probes).
+    """
     if feature not in FEATURES:
         raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
-    if feature == "agreement":
+    finite = [float(s) for s in scores if s is not None and math.isfinite(s)]
+    mean = sum(finite) / len(finite) if finite else float("nan")
+    if feature.startswith("agreement"):
         answers = list(answers or [])
-        if not answers:
-            return 0.0
         counts: dict[Any, int] = {}
         for a in answers:
             if a is not None:
                 counts[a] = counts.get(a, 0) + 1
-        return max(counts.values(), default=0) / len(answers)
-    finite = [float(s) for s in scores if s is not None and math.isfinite(s)]
+        agreement = max(counts.values(), default=0) / len(answers) if answers else 0.0
+        if feature == "agreement":
+            return agreement
+        return agreement + (min(max(mean, 0.0), 1.0) / (len(answers) + 1) if finite else 0.0)
     if not finite:
         return float("nan")
-    return max(finite) if feature == "max_score" else sum(finite) / len(finite)
+    return max(finite) if feature == "max_score" else mean
 
 
 @dataclass(frozen=True)
