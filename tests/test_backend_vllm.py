@@ -154,11 +154,13 @@ def test_stop_strings_and_stop_token_ids(vllm_backend):
     c = by_id.completions[0]
     first = full.token_ids.index(stop_id)
     assert c.finish_reason == "stop" and c.token_ids == full.token_ids[: first + 1]
+    assert c.stop_reason == stop_id  # the engine's own stop_reason: which stop ended the sample
+    assert full.stop_reason is None  # end-of-sequence or length
 
     word = full.text.split()[1]
     by_text = run(vllm_backend.generate(GenerationRequest(story, dataclasses.replace(greedy, stop=(word,)))))
     c = by_text.completions[0]
-    assert c.finish_reason == "stop"
+    assert c.finish_reason == "stop" and c.stop_reason == word
     assert word not in c.text and full.text.startswith(c.text)
     # The tokens that spelled the stop string were generated, so they are counted.
     assert c.num_tokens == len(c.token_ids) and c.token_ids == full.token_ids[: c.num_tokens]

@@ -72,11 +72,59 @@ def test_step_stop_and_end_of_sequence_are_told_apart():
     stopped = ScriptedBackend._complete(ScriptedReply("one two\n\nthree"), params, 0)
     ended = ScriptedBackend._complete(ScriptedReply("one two"), params, 0)
     assert stopped.text == ended.text == "one two" and stopped.finish_reason == ended.finish_reason == "stop"
+    assert (stopped.stop_reason, ended.stop_reason) == ("\n\n", None)
     assert ended_at_stop(stopped, "\n\n", backend) and not ended_at_stop(ended, "\n\n", backend)
     step = to_step(seg, stopped, "", backend)
     assert (step.text, step.join, step.finished) == ("one two", "\n\n", False)
     step = to_step(seg, ended, "", backend)
     assert (step.join, step.finished) == ("", True)
+
+
+def test_stop_reason_decides_the_step_boundary():
+    seg = Segmenter()
+    # Only the backend's stop_reason counts, not how the text or the token count look.
+    at_delimiter = Completion("one two", 2, "stop", stop_reason="\n\n")
+    at_eos = Completion("one two", 5, "stop")  # more tokens than its text: no longer read as a stop
+    other_stop = Completion("one two", 3, "stop", stop_reason="###")
+    by_token = Completion("one two", 3, "stop", stop_reason=7)
+    assert to_step(seg, at_delimiter, "", None).join == "\n\n"
+    assert all(to_step(seg, c, "", None).finished for c in (at_eos, other_stop, by_token))
+    assert ended_at_stop(by_token, 7) and not ended_at_stop(Completion("x", 1, "length", stop_reason=None), 7)
+    # The scripted engine names the stop string that ended the sample: the earliest in the text.
+    params = SamplingParams(stop=("three", "two"))
+    c = ScriptedBackend._complete(ScriptedReply("one two three"), params, 0)
+    assert (c.text, c.stop_reason, c.num_tokens) == ("one ", "two", 2)
+    assert ScriptedBackend._complete(ScriptedReply("one"), params, 0).stop_reason is None
+    with pytest.raises(ValueError, match="stop_reason"):
+        Completion("x", 1, "stop", stop_reason=1.5)
+
+
+def test_openai_backend_reads_or_infers_the_stop_reason():
+    from tts.backends.base import GenerationRequest
+    from tts.backends.openai import OpenAIBackend
+    from tts.budget import ModelShape
+
+    backend = OpenAIBackend("m", base_url="http://127.0.0.1:1/v1", shape=ModelShape(1e6, 4, 64), check_model=False)
+    request = GenerationRequest("Go:", SamplingParams(n=4, stop=("\n\n",), stop_token_ids=(9,)))
+    answer = {"choices": [
+        {"index": 0, "text": "a b", "finish_reason": "stop", "stop_reason": "\n\n"},  # vLLM reports it
+        {"index": 1, "text": "a b", "finish_reason": "stop", "stop_reason": None},  # end-of-sequence
+        {"index": 2, "text": "a b", "finish_reason": "stop", "stop_reason": 9},  # a stop token id
+        {"index": 3, "text": "a b", "finish_reason": "length", "stop_reason": None},
+    ], "usage": {"prompt_tokens": 3, "completion_tokens": 8}}
+    got = backend._generation(request, answer, chat=False)
+    assert [c.stop_reason for c in got.completions] == ["\n\n", None, 9, None]
+    # A server that does not say: token ids ending in a stop id, else more tokens than the text has.
+    answer = {"choices": [
+        {"index": 0, "text": "a b", "finish_reason": "stop", "token_ids": [1, 2, 9]},
+        {"index": 1, "text": "a b", "finish_reason": "stop"},
+    ], "usage": {"prompt_tokens": 3}}
+    request = GenerationRequest("Go:", SamplingParams(n=2, stop=("\n\n",), stop_token_ids=(9,)))
+    got = backend._generation(request, answer, chat=False)
+    assert [c.stop_reason for c in got.completions] == [9, None]  # "a b" is 1 token by the 3-byte estimate
+    answer["choices"][1]["text"] = ""
+    answer["choices"][1]["logprobs"] = {"token_logprobs": [-0.1, -0.2]}
+    assert backend._generation(request, answer, chat=False).completions[1].stop_reason == "\n\n"
 
 
 def test_tokens_regex_and_think_segmentation():
@@ -175,6 +223,43 @@ def test_mcts_visits_and_values_on_a_known_tree():
     # Vote over finished leaves: BBA says 7, BBB says 3 -> a tie, broken by the seeded draw; still an answer.
     [r], _ = solve(MCTS(simulations=4, expansions=2, scorer=prm(), params=PARAMS, final="vote"))
     assert r.trace.answer in {"3", "7"} and set(r.trace.info["votes"]) == {"3", "7"}
+
+
+def test_mcts_parallel_simulations_with_virtual_loss():
+    strategy = MCTS(simulations=6, expansions=2, c_explore=1.0, scorer=prm(), params=PARAMS, parallel=2)
+    [r], backend = solve(strategy)
+    t = r.trace
+    nodes = {n["step"].split()[0] if n["step"] else "root": n for n in t.info["tree"]["nodes"]}
+    # Batch 1: the root, then the root again twice (collisions): one simulation; A .1, B .9.
+    # Batch 2: B (UCT 1.733 > 0.933); virtual loss on root and B (N 3, 2) makes B 1.191 vs A 1.148, so
+    #   the root's leaf B again (a collision); a second virtual loss (N 4, 3): A 1.277 > B 0.980 -> A.
+    #   B -> BA .2, BB .3 and A -> AA .6, AB 0 in one engine batch.
+    # Batch 3: B (1.240 > A 1.006) -> BB (1.348 > BA 1.248); with its virtual loss (root 7, B 4, BB 2):
+    #   B 1.048 > A 1.039, then BA 1.377 > BB 0.983 -> BA. BB -> BBA .99, BBB .1; BA -> BAA 0, BAB 0.
+    # Batch 4 (one simulation left): A 1.109 > B 0.929 -> AA (1.648 > AB 1.048) -> AAA 0, AAB 0.
+    visits = {k: n["visits"] for k, n in nodes.items()}
+    assert visits == {"root": 12, "A": 5, "B": 7, "AA": 3, "AB": 1, "BA": 3, "BB": 3, "BBA": 1, "BBB": 1,
+                      "BAA": 1, "BAB": 1, "AAA": 1, "AAB": 1}
+    assert nodes["root"]["value"] == pytest.approx(3.19 / 12, abs=1e-6)
+    assert nodes["B"]["value"] == pytest.approx(2.49 / 7, abs=1e-6)
+    assert nodes["BB"]["value"] == pytest.approx(1.39 / 3, abs=1e-6)
+    assert backend.batches == [1, 2, 2, 1] and t.info["parallel_batches"] == [1, 2, 2, 1]
+    assert t.info["simulations"] == 6 and t.answer == "7"
+    # Every virtual loss is gone: a node's visits are its own evaluation (the root has none) plus its
+    # children's.
+    by_id = {n["id"]: n for n in t.info["tree"]["nodes"]}
+    for n in by_id.values():
+        if n["children"]:
+            own = 0 if n["parent"] is None else 1
+            assert n["visits"] == own + sum(by_id[c]["visits"] for c in n["children"])
+    # On this tree the sequential search reaches the same visits, in 6 engine rounds instead of 4.
+    [seq], backend = solve(MCTS(simulations=6, expansions=2, c_explore=1.0, scorer=prm(), params=PARAMS))
+    seq_nodes = seq.trace.info["tree"]["nodes"]
+    assert {n["step"].split()[0] if n["step"] else "root": n["visits"] for n in seq_nodes} == visits
+    assert backend.batches == [1] * 6 and "parallel_batches" not in seq.trace.info
+    assert "parallel" not in MCTS().config() and strategy.config()["parallel"] == 2
+    with pytest.raises(ValueError, match="parallel"):
+        MCTS(parallel=0)
 
 
 def test_mcts_puct_and_rollout_values():
@@ -292,3 +377,21 @@ def test_end_to_end_on_the_embedded_model(hf_backend, name):
         assert t.candidates and t.chosen is not None and not t.info.get("budget_stop")
         assert all(c.num_tokens <= 12 for c in t.candidates)
         assert len(t.info["tree"]["nodes"]) > 2 and t.ledger["generated_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_hf_backend_reports_the_stop_reason(hf_backend):
+    from tts.backends.base import GenerationRequest
+
+    chat = Problem(id="s", prompt="Write three short lines about the sea, one per line.").chat()
+    greedy = SamplingParams(n=1, temperature=0.0, max_tokens=24, seed=0)
+    full = run(hf_backend.generate(GenerationRequest(chat, greedy))).completions[0]
+    assert full.num_tokens > 5 and full.stop_reason is None
+    word = full.text.split()[1]
+    by_text = run(hf_backend.generate(GenerationRequest(chat, SamplingParams(
+        n=1, temperature=0.0, max_tokens=24, seed=0, stop=("@@", word))))).completions[0]
+    assert by_text.finish_reason == "stop" and by_text.stop_reason == word
+    stop_id = full.token_ids[2]
+    by_id = run(hf_backend.generate(GenerationRequest(chat, SamplingParams(
+        n=1, temperature=0.0, max_tokens=24, seed=0, stop_token_ids=(stop_id,))))).completions[0]
+    assert by_id.stop_reason == stop_id and by_id.token_ids[-1] == stop_id

@@ -57,6 +57,15 @@ def test_completion_checks_logprob_count_and_finish_reason():
         Completion("a", 1, "eos")
 
 
+def test_completion_stop_reason_defaults_to_none_and_is_checked():
+    assert Completion("a", 1, "stop").stop_reason is None  # older positional constructors still work
+    assert Completion("a", 1, "stop", (5,), None, 3, 0, "\n\n").stop_reason == "\n\n"
+    assert Completion("a", 1, "stop", stop_reason=7).stop_reason == 7
+    for bad in (True, 1.5, ("x",)):
+        with pytest.raises(ValueError, match="stop_reason"):
+            Completion("a", 1, "stop", stop_reason=bad)
+
+
 def test_trace_chosen_must_index_a_candidate():
     with pytest.raises(ValueError, match="Trace.chosen"):
         Trace("p", "single", (), None, 0, {})

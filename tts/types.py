@@ -130,6 +130,10 @@ class Completion:
     ``num_tokens`` counts every token the engine generated for it (including a stop string that was cut
     from ``text``), because that is the compute spent. ``prompt_tokens`` is the length of the prompt it
     continued and ``cached_prompt_tokens`` how many of those the engine served from its prefix cache.
+
+    ``stop_reason`` says what ended a ``"stop"`` sample, as vLLM reports it: the stop string (from
+    ``SamplingParams.stop``) or the stop token id (from ``SamplingParams.stop_token_ids``) that ended it,
+    or None when it ended at the model's end-of-sequence token, by length, or otherwise.
     """
 
     text: str
@@ -139,12 +143,16 @@ class Completion:
     logprobs: tuple[float, ...] | None = None
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
+    stop_reason: str | int | None = None
 
     def __post_init__(self) -> None:
         if self.finish_reason not in FINISH_REASONS:
             _fail("Completion", "finish_reason", f"one of {', '.join(FINISH_REASONS)}", self.finish_reason)
         if self.num_tokens < 0:
             _fail("Completion", "num_tokens", "a non-negative integer", self.num_tokens)
+        if self.stop_reason is not None and (isinstance(self.stop_reason, bool)
+                                             or not isinstance(self.stop_reason, (str, int))):
+            _fail("Completion", "stop_reason", "a stop string, a stop token id or None", self.stop_reason)
         if self.logprobs is not None and len(self.logprobs) != self.num_tokens:
             raise ValueError(
                 f"Completion.logprobs has {len(self.logprobs)} entries for {self.num_tokens} tokens"

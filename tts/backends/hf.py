@@ -47,6 +47,7 @@ class _Row:
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish: str | None = None
+    stop_reason: str | int | None = None  # the stop string or stop token id that ended the row
     text: str = ""
 
 
@@ -158,6 +159,7 @@ class HFBackend:
                 token_ids=tuple(r.ids),
                 logprobs=tuple(r.logprobs) if item.request.params.logprobs else None,
                 prompt_tokens=len(item.prompt_ids),
+                stop_reason=r.stop_reason,
             )
             for r in rows
         )
@@ -256,11 +258,17 @@ class HFBackend:
             logits = out.logits[:, -1, :].float()
 
     def _finished(self, row: _Row, token: int, params) -> str | None:
-        if token in self.eos_ids or token in params.stop_token_ids:
+        # As vLLM: end-of-sequence first (no stop reason), then stop token ids, then stop strings.
+        if token in self.eos_ids:
+            return "stop"
+        if token in params.stop_token_ids:
+            row.stop_reason = token
             return "stop"
         if params.stop:
             text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
-            if any(s in text for s in params.stop):
+            hits = sorted((text.find(s), k) for k, s in enumerate(params.stop) if s in text)
+            if hits:
+                row.stop_reason = params.stop[hits[0][1]]
                 return "stop"
         if len(row.ids) >= params.max_tokens:
             return "length"

@@ -24,6 +24,11 @@ Usage and the ledger
     not reported by any server and so is not in the ledger; neither is the work of a request cancelled
     mid-flight (the server aborts it when the connection closes, but does not say how far it got).
 
+Stop reasons
+    ``Completion.stop_reason`` (the stop string or stop token id that ended a sample) is the server's
+    ``stop_reason`` where it sends one (vLLM, SGLang); otherwise it is inferred from the returned token
+    ids with the local tokenizer, or from the sample having more tokens than its text.
+
 Failures
     429, 5xx, timeouts and dropped connections are retried with exponential backoff and full jitter
     (honouring ``Retry-After``), bounded by :class:`RetryPolicy` in attempts and in total seconds. At
@@ -362,7 +367,7 @@ class OpenAIBackend:
         if len(choices) != request.params.n:
             raise RequestFailed(f"asked for {request.params.n} samples, the server answered {len(choices)}")
         want_logprobs = request.params.logprobs
-        texts, token_ids, logprobs, counts, finishes = [], [], [], [], []
+        texts, token_ids, logprobs, counts, finishes, reasons = [], [], [], [], [], []
         for choice in choices:
             text = (choice.get("message") or {}).get("content") or "" if chat else choice.get("text") or ""
             ids = tuple(choice.get("token_ids") or ())
@@ -379,6 +384,9 @@ class OpenAIBackend:
             counts.append(count)
             finish = choice.get("finish_reason") or "stop"
             finishes.append(finish if finish in FINISH_REASONS else ("cancelled" if finish == "abort" else "stop"))
+            # vLLM (and SGLang) servers say which stop string or stop token id ended a sample; others
+            # do not, and it is inferred below.
+            reasons.append(choice["stop_reason"] if "stop_reason" in choice else _UNREPORTED)
 
         usage = answer.get("usage") or {}
         source = "server"
@@ -399,7 +407,13 @@ class OpenAIBackend:
         self.usage_sources[source] += 1
 
         completions = []
-        for text, ids, lps, count, finish in zip(texts, token_ids, logprobs, counts, finishes):
+        for text, ids, lps, count, finish, reason in zip(texts, token_ids, logprobs, counts, finishes, reasons):
+            if finish != "stop":
+                reason = None
+            elif reason is _UNREPORTED:
+                reason = self._infer_stop_reason(request.params, text, ids, count)
+            elif isinstance(reason, bool) or not isinstance(reason, (str, int)):
+                reason = None
             if want_logprobs and lps is not None and len(lps) != count:
                 # A server may leave out the end-of-sequence token's logprob while counting the token;
                 # the logprob of a token the model was forced to end on is not informative, so 0.0.
@@ -413,9 +427,26 @@ class OpenAIBackend:
                     logprobs=tuple(lps) if want_logprobs and lps is not None else None,
                     prompt_tokens=prompt_tokens,
                     cached_prompt_tokens=cached,
+                    stop_reason=reason,
                 )
             )
         return ServerGeneration(tuple(completions), prompt_tokens, cached, usage_source=source)
+
+    def _infer_stop_reason(self, params, text: str, ids: tuple[int, ...], count: int) -> str | int | None:
+        """What ended a "stop" sample when the server does not say. With token ids and a local tokenizer:
+        a stop token id at the end, or a stop string in the decoded last tokens (an end-of-sequence
+        token decodes to nothing). Otherwise the sample ended at a stop string when it has more tokens
+        than its text (the server counted the tokens that completed the stop and cut them from the
+        text); with several stop strings the first one is reported, which is then a guess."""
+        if ids and params.stop_token_ids and ids[-1] in params.stop_token_ids:
+            return ids[-1]
+        if not params.stop:
+            return None
+        if ids and self.tokenizer is not None:
+            tail = self.tokenizer.decode(list(ids[-_STOP_TAIL_TOKENS:]), skip_special_tokens=True)
+            hits = sorted((tail.find(s), k) for k, s in enumerate(params.stop) if s in tail)
+            return params.stop[hits[0][1]] if hits else None
+        return params.stop[0] if count > self._local_count(text, False)[0] else None
 
     async def prompt_logprobs(self, text: str) -> list[float | None]:
         """Logprob of each token of ``text`` given the ones before it (the first has none), for verifiers
@@ -433,6 +464,10 @@ class OpenAIBackend:
         client, self._client = self._client, None
         if client is not None and self._loop is asyncio.get_running_loop():
             await client.aclose()
+
+
+_UNREPORTED = object()  # a choice without a stop_reason key
+_STOP_TAIL_TOKENS = 16  # tokens decoded from the end of a sample to find the stop string that ended it
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -2,7 +2,7 @@
 
 It is not a model and never stands in for one in a feature users run. It behaves like an engine in
 every way the rest of the toolkit can observe: it tokenizes (a word/punctuation tokenizer), honours
-``max_tokens``, stop strings and ``n``, returns logprobs, batches requests that arrive in the same event
+``max_tokens``, stop strings (reported as ``stop_reason``) and ``n``, returns logprobs, batches requests that arrive in the same event
 loop turn (and records the batch sizes, so tests can check that concurrency reaches it), can be slowed
 down with ``latency`` and cancelled mid-flight.
 
@@ -151,12 +151,15 @@ class ScriptedBackend:
                     tokens, logprobs, finish = tokens[:i], logprobs[:i], "low_confidence"
                     break
         text = "".join(tokens)
+        stop_reason = None
         # Stop strings: cut the text before the stop, but count the tokens up to the one completing it.
         for i in range(1, len(tokens) + 1):
             partial = "".join(tokens[:i])
-            hits = [partial.find(s) for s in params.stop if s in partial]
+            hits = sorted((partial.find(s), k) for k, s in enumerate(params.stop) if s in partial)
             if hits:
-                text, tokens, logprobs, finish = partial[: min(hits)], tokens[:i], logprobs[:i], "stop"
+                at, k = hits[0]
+                text, tokens, logprobs, finish = partial[:at], tokens[:i], logprobs[:i], "stop"
+                stop_reason = params.stop[k]
                 break
         return Completion(
             text=text,
@@ -164,6 +167,7 @@ class ScriptedBackend:
             finish_reason=finish,
             logprobs=tuple(logprobs) if params.logprobs else None,
             prompt_tokens=prompt_tokens,
+            stop_reason=stop_reason,
         )
 
     async def aclose(self) -> None:

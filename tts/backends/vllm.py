@@ -225,6 +225,7 @@ class _Sample:
     cached: int = 0
     started: bool = False
     finish: str | None = None
+    stop_reason: str | int | None = None
 
 
 @dataclass
@@ -245,6 +246,7 @@ class _Request:
                 logprobs=tuple(s.logprobs) if want_logprobs else None,
                 prompt_tokens=self.prompt_tokens,
                 cached_prompt_tokens=s.cached,
+                stop_reason=s.stop_reason if s.finish == "stop" else None,
             )
             for s in done
         )
@@ -373,6 +375,8 @@ class VLLMBackend:
                     sample.logprobs.extend(lps[k][tok].logprob for k, tok in enumerate(new_ids))
                 if c.finish_reason is not None:
                     sample.finish = _FINISH.get(c.finish_reason, "stop")
+                    # The stop string or stop token id that ended it (None: end-of-sequence or length).
+                    sample.stop_reason = c.stop_reason
 
     async def generate(self, request: GenerationRequest, on_cancel: PartialUsage | None = None) -> Generation:
         if self._closed:

@@ -12,8 +12,17 @@ mean). A simulation that selects a finished node re-evaluates it (its score, no 
 The final answer is the node reached by following the most visited children (``final="visits"``), the
 highest-valued ones (``"value"``), or a majority vote over the finished leaves (``"vote"``).
 
-Simulations are sequential within a problem (each one's selection depends on the last one's values); the
-K expansions of a simulation go out as one request and many problems in flight fill the engine's batches.
+By default simulations are sequential within a problem (each one's selection depends on the last one's
+values); the K expansions of a simulation go out as one request and many problems in flight fill the
+engine's batches. With ``parallel=k`` up to k simulations run at once, with virtual loss (as in AlphaGo):
+each selection adds ``virtual_loss`` visits worth 0 to every node on its path, so that the next selection
+sees that path as visited and worse and tends to go elsewhere. A selection that lands again on a leaf
+already chosen in this batch is a collision: it keeps its virtual loss (steering the next selection away),
+starts nothing and is not counted as a simulation; after k collisions the batch goes out as it is. The
+batch's leaves are then expanded concurrently (one engine call each, all in flight together), all new
+children scored in one step-scorer call and evaluated together, the virtual losses removed, and the
+simulations backed up in the order they were selected. A selected finished leaf is re-evaluated as in a
+sequential simulation. ``parallel=1`` is exactly the sequential search.
 """
 
 from __future__ import annotations
@@ -41,12 +50,16 @@ class MCTS(TreeSearch):
     #: outcome verifier for rollouts (value="rollout"); None: the step scorer scores the rollout's end
     rollout_verifier: Any = None
     final: str = "visits"
+    #: simulations selected (with virtual loss) and expanded at once; 1: sequential
+    parallel: int = 1
+    #: visits worth 0 added to each node on a pending simulation's path (parallel > 1)
+    virtual_loss: int = 1
     name: str = "mcts"
 
     def __post_init__(self) -> None:
         self._check()
         c = "MCTS"
-        for name in ("simulations", "expansions"):
+        for name in ("simulations", "expansions", "parallel", "virtual_loss"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{c}.{name} must be a positive integer, got {value!r}")
@@ -97,26 +110,63 @@ class MCTS(TreeSearch):
                 return
             node = s.tree.nodes[node.parent]
 
+    def select_batch(self, s: Search, k: int) -> tuple[list[Node], list[Node]]:
+        """Up to ``k`` leaves for simulations run at once, made to differ by virtual loss (module doc), and
+        the leaf of every selection made (collisions included): their virtual losses are still on the
+        tree when this returns, and ``remove_virtual_loss`` takes them off."""
+        batch: list[Node] = []
+        virtual: list[Node] = []
+        pending: set[int] = set()
+        collisions = 0
+        while len(batch) < k:
+            leaf = self.select_path(s)
+            collided = leaf.id in pending
+            if k > 1:
+                self.backpropagate(s, leaf, self.virtual_loss, 0.0)
+                virtual.append(leaf)
+            if collided:
+                collisions += 1
+                if collisions >= k:
+                    break
+                continue
+            batch.append(leaf)
+            if not leaf.finished:
+                pending.add(leaf.id)
+        return batch, virtual
+
+    def remove_virtual_loss(self, s: Search, virtual: list[Node]) -> None:
+        for leaf in virtual:
+            self.backpropagate(s, leaf, -self.virtual_loss, 0.0)
+
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         s = Search(self, problem, gen)
         done = 0
-        for _ in range(self.simulations):
-            if s.stopped:
-                break
-            leaf = self.select_path(s)
-            done += 1
-            if leaf.finished:
-                self.backpropagate(s, leaf, 1, leaf.path_score if leaf.path_score is not None else 0.0)
-                continue
-            [kids] = await s.expand([(leaf, self.expansions)])
-            if not kids:
-                break  # refused by the budget
-            await s.score(kids)
-            set_priors(kids)
-            values = [v if v is not None and math.isfinite(v) else 0.0 for v in await self.evaluate(s, kids)]
-            for kid, v in zip(kids, values):
+        batches: list[int] = []  # simulations run together (parallel > 1)
+        while done < self.simulations and not s.stopped:
+            batch, virtual = self.select_batch(s, min(self.parallel, self.simulations - done))
+            done += len(batch)
+            batches.append(len(batch))
+            open_leaves = [leaf for leaf in batch if not leaf.finished]
+            got = await s.expand([(leaf, self.expansions) for leaf in open_leaves])
+            kids_of = {leaf.id: kids for leaf, kids in zip(open_leaves, got)}
+            new = [k for kids in got for k in kids]
+            await s.score(new)
+            for kids in got:
+                if kids:
+                    set_priors(kids)
+            values = [v if v is not None and math.isfinite(v) else 0.0
+                      for v in (await self.evaluate(s, new) if new else [])]
+            for kid, v in zip(new, values):
                 kid.visits, kid.value_sum = 1, v
-            self.backpropagate(s, leaf, len(kids), sum(values))
+            self.remove_virtual_loss(s, virtual)
+            for leaf in batch:
+                if leaf.finished:
+                    self.backpropagate(s, leaf, 1, leaf.path_score if leaf.path_score is not None else 0.0)
+                elif kids_of[leaf.id]:
+                    kids = kids_of[leaf.id]
+                    self.backpropagate(s, leaf, len(kids), sum(kid.value_sum for kid in kids))
+            if any(not kids for kids in got):
+                break  # refused by the budget
         chosen_node = self.final_node(s)
         if self.final == "vote":
             pool = s.finished() or ([chosen_node] if chosen_node else [])
@@ -128,8 +178,9 @@ class MCTS(TreeSearch):
                 pool, ids = pool + [chosen_node], ids + [chosen_node.id]
             candidates, votes = s.choose(pool)[0], None
             chosen = ids.index(chosen_node.id) if chosen_node is not None else None
+        info = {"parallel_batches": batches} if self.parallel > 1 else {}
         return s.trace(candidates, chosen, votes=votes, simulations=done,
-                       root_visits=s.tree.root.visits, root_value=round(s.tree.root.value, 6))
+                       root_visits=s.tree.root.visits, root_value=round(s.tree.root.value, 6), **info)
 
     def final_node(self, s: Search) -> Node | None:
         """Follow the most visited (or highest valued) children from the root down to a leaf."""
@@ -146,7 +197,9 @@ class MCTS(TreeSearch):
     def config(self) -> dict:
         return {**self.base_config(), "simulations": self.simulations, "expansions": self.expansions,
                 "c_explore": self.c_explore, "selection": self.selection, "value": self.value,
-                "rollout_verifier": getattr(self.rollout_verifier, "name", None), "final": self.final}
+                "rollout_verifier": getattr(self.rollout_verifier, "name", None), "final": self.final,
+                # Only when set, so that the results files of sequential runs keep their config hash.
+                **({"parallel": self.parallel, "virtual_loss": self.virtual_loss} if self.parallel > 1 else {})}
 
 
 def set_priors(kids: list[Node]) -> None:

@@ -17,9 +17,8 @@ is its parent's prefix plus one step, so an engine with a prefix cache reuses th
 drop the stop string from the text, so the delimiter is appended again when the child's prefix is built.
 
 Whether a sample ended at the step delimiter or at end-of-sequence cannot be read from ``finish_reason``
-alone (both are ``"stop"``); :func:`ended_at_stop` decides from the token ids where the backend returns
-them, and otherwise from the token count (engines count the tokens that completed the stop string although
-the text drops them).
+alone (both are ``"stop"``); every backend reports which stop string or stop token id ended a sample in
+``Completion.stop_reason`` (None at end-of-sequence), and :func:`ended_at_stop` reads it.
 
 Step scorers (:class:`StepScorer`) score the newest step of many partial solutions in one call:
 :class:`PRMStepScorer` reads a process reward model's per-step scores, :class:`VerifierStepScorer` makes
@@ -34,14 +33,11 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
-from ..backends.base import GenerationRequest
 from ..budget import Ledger
 from ..types import Completion, Problem, SamplingParams
 
 MODES = ("delimiter", "tokens", "regex")
 THINK_CLOSE = "</think>"
-#: tokens decoded from the end of a sample to find the stop string that ended it
-_TAIL_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -92,22 +88,11 @@ class Segmenter:
         return None
 
 
-def ended_at_stop(completion: Completion, stop: str, backend) -> bool:
-    """Did this sample end because it produced ``stop`` (and not at end-of-sequence)?
-
-    With token ids and a tokenizer (HF, vLLM, servers with a local tokenizer) the last tokens are decoded
-    and searched for the stop string; an end-of-sequence token decodes to nothing, so it never matches.
-    Without them (the scripted backend, servers without ids) the sample ended at the stop string when it
-    has more tokens than its text: the tokens completing the stop were counted but cut from the text.
-    """
-    if completion.finish_reason != "stop":
-        return False
-    tokenizer = getattr(backend, "tokenizer", None)
-    if completion.token_ids and tokenizer is not None and hasattr(tokenizer, "decode"):
-        tail = tokenizer.decode(list(completion.token_ids[-_TAIL_TOKENS:]), skip_special_tokens=True)
-        return stop in tail
-    counted = backend.count_prompt_tokens(GenerationRequest(completion.text, SamplingParams()))
-    return completion.num_tokens > counted
+def ended_at_stop(completion: Completion, stop: str | int, backend=None) -> bool:
+    """Did this sample end because it produced ``stop`` (a stop string or stop token id), and not at
+    end-of-sequence? Read from the backend's ``Completion.stop_reason``. (``backend`` is unused; it is
+    kept so that older callers still work.)"""
+    return completion.finish_reason == "stop" and completion.stop_reason == stop
 
 
 @dataclass(frozen=True)
