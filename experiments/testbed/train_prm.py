@@ -8,7 +8,7 @@
    " ки"): cross-entropy of {"+", "-"} at every tag. The folder's tts_prm.json holds the verifier's
    settings, so ``tts.testbed.load_prm(folder)`` (and ``--prm``) load it with the PRM verifier unchanged.
 
-    .venv/bin/python experiments/testbed/train_prm.py               # about 5 minutes on one core
+    .venv/bin/python experiments/testbed/train_prm.py               # about 12 minutes on one core
 """
 
 from __future__ import annotations
@@ -62,11 +62,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policy", type=Path, default=common.POLICY_DIR)
     ap.add_argument("--out", type=Path, default=common.PRM_DIR)
-    ap.add_argument("--per-level", type=int, default=300, help="training problems per level")
+    ap.add_argument("--per-level", type=int, default=200, help="training problems per level")
     ap.add_argument("--k", type=int, default=4, help="samples per problem and temperature")
-    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
