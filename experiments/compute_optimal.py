@@ -381,7 +381,8 @@ def baseline_curve(rows, problems, strategy, unit) -> list[Point]:
 async def auto_check(cfg, policy, problems, backend, budgets, out: Path) -> list[dict]:
     rows = []
     for budget in budgets:
-        cache = Cache(out / f"auto-{digest([identity(cfg), policy.to_json(), budget])}.jsonl")
+        rules = {k: v for k, v in policy.to_json().items() if k != "meta"}  # not the command or date
+        cache = Cache(out / f"auto-{digest([identity(cfg), rules, budget])}.jsonl")
         todo = [p for p in problems if p.id not in cache.lines]
         if todo:
             log(f"auto @ {budget:g} tokens: {len(todo)} held-out problems")
@@ -423,8 +424,10 @@ def bin_range(edges, b: int) -> str:
     return f"{lo:.2f}-{hi:.2f}"
 
 
-def fmt_ratio(x: float | None) -> str:
-    return "never" if x is None else f"{x:.1f}x"
+def fmt_ratio(saving) -> str:
+    if saving.ratio is not None:
+        return f"{saving.ratio:.1f}x"
+    return "never" if saving.at_least is None else f"never (>= {saving.at_least:.1f}x)"
 
 
 def plot_frontiers(cfg, rows, groups: dict[str, list[str]], path: Path) -> None:
@@ -432,7 +435,7 @@ def plot_frontiers(cfg, rows, groups: dict[str, list[str]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 4.2), squeeze=False)
     families = sorted({r.setting.family for r in rows} - {"single"})  # single is k=1 of every sampling curve
@@ -469,7 +472,7 @@ def plot_policies(cfg, curves: dict[str, list[Point]], auto_rows, path: Path) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     styles = {"majority": "o:", "best_of_n": "s:", "fixed best": "^-", "oracle bins": "D-", "predicted bins": "v-"}
@@ -480,6 +483,7 @@ def plot_policies(cfg, curves: dict[str, list[Point]], auto_rows, path: Path) ->
         ax.plot([r["mean_tokens"] for r in auto_rows], [r["accuracy"] for r in auto_rows], "k*", ms=11,
                 label="tts run --strategy auto (real runs)")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("generated tokens per problem (held-out split)")
@@ -674,7 +678,8 @@ def main() -> None:
     lines += ["", "## Held-out split: policies against best-of-N and majority", "",
               "Each policy point is (accuracy, mean generated tokens, mean FLOPs) on the held-out problems at one budget; "
               "'saves' is how many times more the baseline spends to be as accurate (interpolated in log compute "
-              "along its curve; 'never' when it does not get there within the pool).", "",
+              "along its curve; 'never' when it does not get there within the pool, with the lower bound its largest "
+              "setting gives).", "",
               "| policy | budget | accuracy | tokens | FLOPs | vs best-of-N (tokens) | vs majority (tokens) | vs best-of-N (FLOPs) | vs majority (FLOPs) |",
               "|---|---|---|---|---|---|---|---|---|"]
     savings: dict[str, list[dict]] = {}
@@ -690,7 +695,7 @@ def main() -> None:
             fb = next(s for s in f_bon if s.cost == fl.cost)
             fm = next(s for s in f_maj if s.cost == fl.cost)
             lines.append(f"| {name} | {budgets[j]:g} | {pt.accuracy:.3f} | {pt.cost:.0f} | {fl.cost:.2e} | "
-                         f"{fmt_ratio(s_bon[i].ratio)} | {fmt_ratio(s_maj[i].ratio)} | {fmt_ratio(fb.ratio)} | {fmt_ratio(fm.ratio)} |")
+                         f"{fmt_ratio(s_bon[i])} | {fmt_ratio(s_maj[i])} | {fmt_ratio(fb)} | {fmt_ratio(fm)} |")
             savings[name].append({"budget": budgets[j], "accuracy": pt.accuracy, "tokens": pt.cost, "flops": fl.cost,
                                   "vs_best_of_n_tokens": s_bon[i].ratio, "vs_majority_tokens": s_maj[i].ratio,
                                   "vs_best_of_n_flops": fb.ratio, "vs_majority_flops": fm.ratio})

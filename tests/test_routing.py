@@ -174,6 +174,7 @@ def test_frontier_and_compute_saved():
     assert saved[0].ratio == pytest.approx(2.0)
     assert saved[1].baseline_cost == pytest.approx(80) and saved[1].ratio == pytest.approx(2.0)
     assert saved[2].baseline_cost is None and saved[2].ratio is None
+    assert saved[2].at_least == pytest.approx(1.6) and saved[0].at_least is None  # 160 / 100 at least
 
 
 def test_evaluate_applies_rules_per_bin():

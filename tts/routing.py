@@ -463,15 +463,20 @@ class Saving:
     accuracy: float  # what it reached
     baseline_cost: float | None  # what the baseline needs for the same accuracy (None: never reaches it)
     ratio: float | None  # baseline_cost / cost
+    #: when the baseline never reaches the accuracy: its largest cost / cost, a lower bound on the saving
+    at_least: float | None = None
 
 
 def compute_saved(policy: Iterable[Point], baseline: Iterable[Point]) -> list[Saving]:
     """For every point of the policy's curve, how much more the baseline spends to be as accurate."""
     baseline = list(baseline)
+    most = max((b.cost for b in baseline), default=None)
     out = []
     for p in sorted(policy, key=lambda p: p.cost):
         need = cost_to_reach(baseline, p.accuracy)
-        out.append(Saving(p.cost, p.accuracy, need, need / p.cost if need is not None and p.cost > 0 else None))
+        ratio = need / p.cost if need is not None and p.cost > 0 else None
+        bound = most / p.cost if need is None and most is not None and p.cost > 0 else None
+        out.append(Saving(p.cost, p.accuracy, need, ratio, bound))
     return out
 
 
