@@ -114,8 +114,9 @@ def _strategy_help() -> str:
               help="tree search: children sampled per expanded node (beam width is n / expansions). Default 4.")
 @click.option("--max-depth", type=click.IntRange(min=1), default=None, help="tree search: most steps per path. Default 16.")
 @click.option("--step-scorer", type=click.Choice(["confidence_mean", "confidence_tail", "confidence_lowest_group"]),
-              default=None, help="tree search: how steps are scored (PRMs plug in through the Python API).")
+              default=None, help="tree search: how steps are scored by token confidence (--prm scores them with a PRM instead).")
 @click.option("--step-delimiter", default=None, help="tree search: text that ends a step (\\n escapes allowed). Default a blank line.")
+@click.option("--prm", default=None, help="Process reward model: a local HF folder (read by its tts_prm.json) or 'testbed'; scores tree-search steps and best_of_n/weighted_majority candidates.")
 @click.option("--tree-select", type=click.Choice(["best", "weighted", "majority"]), default=None,
               help="tree search: how the final answer is chosen among finished paths.")
 @click.option("--simulations", type=click.IntRange(min=1), default=None, help="mcts: simulations (default n).")
