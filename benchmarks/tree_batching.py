@@ -31,7 +31,6 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections import defaultdict
 
 import tts
 from tts.backends.vllm import VLLMBackend, VLLMOptions
@@ -128,7 +127,8 @@ def run_side(counting: Counting, problems, strategy, concurrency: int, seed: int
         "cache_hit_rate": cached / prompt if prompt else 0.0,
         "sequence_prompt_tokens": counting.sequence_prompt,
         "sequence_cached_prompt_tokens": counting.sequence_cached,
-        "sequence_cache_hit_rate": counting.sequence_cached / counting.sequence_prompt if counting.sequence_prompt else 0.0,
+        "sequence_cache_hit_rate": (counting.sequence_cached / counting.sequence_prompt
+                                    if counting.sequence_prompt else 0.0),
     }
 
 
@@ -196,7 +196,8 @@ def main() -> None:
     speedup = batched["tokens_per_s"] / loop["tokens_per_s"]
     print(f"\nthroughput, batched / one at a time: {speedup:.2f}x "
           f"(target >= 5x: {'met' if speedup >= 5 else 'NOT met'}); prefix cache (ledger, batched): "
-          f"{batched['cache_hit_rate']:.1%} (target >= 80%: {'met' if batched['cache_hit_rate'] >= 0.8 else 'NOT met'})")
+          f"{batched['cache_hit_rate']:.1%} "
+          f"(target >= 80%: {'met' if batched['cache_hit_rate'] >= 0.8 else 'NOT met'})")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "sides": sides, "speedup": speedup}, fh, indent=1)

@@ -2,9 +2,9 @@
 
 It is not a model and never stands in for one in a feature users run. It behaves like an engine in
 every way the rest of the toolkit can observe: it tokenizes (a word/punctuation tokenizer), honours
-``max_tokens``, stop strings (reported as ``stop_reason``) and ``n``, returns logprobs, batches requests that arrive in the same event
-loop turn (and records the batch sizes, so tests can check that concurrency reaches it), can be slowed
-down with ``latency`` and cancelled mid-flight.
+``max_tokens``, stop strings (reported as ``stop_reason``) and ``n``, returns logprobs, batches requests
+that arrive in the same event loop turn (and records the batch sizes, so tests can check that concurrency
+reaches it), can be slowed down with ``latency`` and cancelled mid-flight.
 
 A script is one of:
   * a mapping from a prompt substring to a list of replies; the k-th sample drawn for a matching prompt
