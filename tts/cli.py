@@ -120,6 +120,8 @@ def _strategy_help() -> str:
 @click.option("--tree-select", type=click.Choice(["best", "weighted", "majority"]), default=None,
               help="tree search: how the final answer is chosen among finished paths.")
 @click.option("--simulations", type=click.IntRange(min=1), default=None, help="mcts: simulations (default n).")
+@click.option("--parallel-simulations", type=click.IntRange(min=1), default=None,
+              help="mcts: simulations selected at once with virtual loss and expanded together (default 1: sequential).")
 @click.option("--lookahead", type=click.IntRange(min=0), default=None, help="beam_search: greedy lookahead steps.")
 @click.option("--tree-temperature", type=click.FloatRange(min=0, min_open=True), default=None,
               help="rebase, particle_filter: softmax temperature over step scores.")
