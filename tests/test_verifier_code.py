@@ -23,6 +23,8 @@ from tts.verifiers.code import (
 )
 
 FAST = Sandbox(timeout_s=5.0, cpu_s=3, memory_mb=512)
+# For programs that must pass: generous wall time, so a loaded machine does not turn a pass into a timeout.
+ROOMY = Sandbox(timeout_s=60.0, cpu_s=20, memory_mb=512)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +156,7 @@ def test_a_normal_program_can_use_its_directory_and_output():
     assert r.passed and r.status == "passed"
     assert r.stdout.splitlines()[0] == "hi"
     assert "TTS_SANDBOX_TEST_SECRET" not in r.stdout and "HOME" in r.stdout
-    assert run_tests("def f(x):\n    return 2 * x\n", "assert f(2) == 4\n", FAST).passed
+    assert run_tests("def f(x):\n    return 2 * x\n", "assert f(2) == 4\n", ROOMY).passed
     failed = run_tests("def f(x):\n    return 2 * x\n", "assert f(2) == 5\n", FAST)
     assert not failed.passed and failed.status == "failed" and "AssertionError" in failed.stderr
 
@@ -174,7 +176,7 @@ def test_code_verifier_scores_candidates(humaneval):
     good = "```python\n" + p["canonical_solution"] + "```"
     completions = [Completion(good, 10, "stop"), Completion("    return False\n", 5, "stop"), Completion("", 0, "stop")]
     assert code_from_text(good) == p["canonical_solution"]
-    scores = asyncio.run(CodeVerifier(sandbox=FAST).score(problem, completions, Ledger()))
+    scores = asyncio.run(CodeVerifier(sandbox=ROOMY).score(problem, completions, Ledger()))
     assert scores == [1.0, 0.0, 0.0]
 
 
@@ -185,7 +187,7 @@ def test_audit_hook_alone_blocks_sockets_and_subprocesses(monkeypatch, tmp_path)
     monkeypatch.setattr(code, "_unshare_prefix", lambda: ())
     sock = run_program("import socket\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n", FAST)
     assert not sock.passed and "network sockets" in sock.stderr
-    unix = run_program("import socket\na, b = socket.socketpair()\na.send(b'x')\nassert b.recv(1) == b'x'\n", FAST)
+    unix = run_program("import socket\na, b = socket.socketpair()\na.send(b'x')\nassert b.recv(1) == b'x'\n", ROOMY)
     assert unix.passed, unix.stderr
     sub = run_program("import os\nos.system('echo hi')\n", FAST)
     assert not sub.passed and "os.system" in sub.stderr
