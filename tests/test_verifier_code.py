@@ -152,7 +152,7 @@ def _sandbox_processes():
 
 def test_a_normal_program_can_use_its_directory_and_output():
     src = "open('data.txt', 'w').write('hi')\nprint(open('data.txt').read())\nimport os\nprint(sorted(os.environ))\n"
-    r = run_program(src, FAST)
+    r = run_program(src, ROOMY)
     assert r.passed and r.status == "passed"
     assert r.stdout.splitlines()[0] == "hi"
     assert "TTS_SANDBOX_TEST_SECRET" not in r.stdout and "HOME" in r.stdout
