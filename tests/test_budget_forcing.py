@@ -125,6 +125,43 @@ def test_wait_that_runs_into_the_cap_ends_thinking_with_the_cue():
     assert ledger.thinking_tokens == 10
 
 
+def test_thinking_opener_follows_the_opening_and_is_prompt_not_thinking():
+    backend = ScriptedBackend(script_by_tail([" 3 and 4 makes 7.</think>", " so 7.</think>"]))
+    policy = BudgetForcing(max_thinking_tokens=30, max_waits=1, thinking_opener="\nI need to add")
+    [c], forced, ledger = solve(policy, backend)
+    assert [s[0] for s in steps(backend)] == [
+        "<think>\nI need to add",
+        "<think>\nI need to add 3 and 4 makes 7.\nWait",
+        "<think>\nI need to add 3 and 4 makes 7.\nWait so 7.</think>",
+    ]
+    assert c.text == "<think>\nI need to add 3 and 4 makes 7.\nWait so 7.</think> 7"
+    thinking = len(tokenize(" 3 and 4 makes 7.</think>")) + len(tokenize(" so 7.</think>"))
+    assert (ledger.thinking_tokens, ledger.answer_tokens) == (thinking, 1)
+    assert forced.samples[0].waits == 1 and not forced.samples[0].capped
+
+
+def test_budget_of_zero_answers_at_once():
+    backend = ScriptedBackend(script_by_tail(["never asked"], answer=" 7"))
+    policy = BudgetForcing(max_thinking_tokens=0, max_waits=2, thinking_opener="\nI need to add")
+    [c, _], forced, ledger = solve(policy, backend, n=2)
+    # No thinking request at all; the opener is left out since no thinking follows it.
+    assert steps(backend) == [("<think>\n</think>\n\nFinal Answer:", 50, ())] * 2
+    assert c.text == "<think>\n</think>\n\nFinal Answer: 7"
+    assert (ledger.thinking_tokens, ledger.answer_tokens) == (0, 2)
+    assert [(s.waits, s.capped) for s in forced.samples] == [(0, True), (0, True)]
+
+
+def test_cap_inside_a_multi_token_delimiter_completes_it():
+    # The scripted tokenizer splits "</" from "think>": the cap falls after "</", which is completed
+    # instead of being left before a second delimiter.
+    backend = ScriptedBackend(script_by_tail([" so 7.</think>"]))
+    cut = len(tokenize(" so 7.</"))
+    assert cut < len(tokenize(" so 7.</think>"))
+    [c], forced, _ = solve(BudgetForcing(max_thinking_tokens=cut), backend)
+    assert c.text.startswith("<think> so 7.</think>\n\nFinal Answer:")
+    assert forced.samples[0].capped and forced.samples[0].thinking_tokens == cut
+
+
 def test_answer_is_read_after_the_thinking():
     # The thinking states a wrong number (boxed, which the number extractor prefers); the answer is 7.
     backend = ScriptedBackend(script_by_tail([" maybe \\boxed{3} no more"], answer=" 7"))
@@ -136,6 +173,15 @@ def test_answer_is_read_after_the_thinking():
     assert trace.info["thinking_tokens"] == 7 and trace.info["answer_tokens"] == 1
     assert trace.info["budget_forcing"]["capped"] == 1
     assert after_thinking(lambda t: t.strip() or None, "</think>")("<think>3</think> 7") == "7"
+
+
+def test_answer_read_after_the_first_end_of_thinking():
+    # The answer repeats the delimiter after the number (seen on SmolLM2 at a cap of 16 tokens).
+    backend = ScriptedBackend(script_by_tail([" a b c d e f g"], answer=" 7.\n</think>"))
+    trace = run(BudgetForced(inner=Single(params=GREEDY), policy=BudgetForcing(max_thinking_tokens=3))
+                .solve(PROBLEM, Generator(backend, Ledger(), 1)))
+    assert trace.candidates[0].text.endswith("Final Answer: 7.\n</think>")
+    assert trace.answer == "7"
 
 
 def test_composes_with_majority_over_four_forced_traces():

@@ -63,7 +63,11 @@ class BudgetForcing:
     ``max_waits=K`` forces exactly K Waits; with a token minimum, ``max_waits`` bounds the Waits
     (None: as many as it takes, which ends because every continuation generates at least one token).
     ``open_thinking`` writes ``think_start`` for the model when neither the chat template nor the prefix
-    has opened thinking already (models that open it themselves would write the same thing).
+    has opened thinking already (models that open it themselves would write the same thing), followed by
+    ``thinking_opener`` (e.g. ``"\\nI need to"``: a first few words that get a small instruction model
+    reasoning instead of answering at once; prompt, not generated, so the budgets do not count it).
+    ``max_thinking_tokens=0`` answers at once: thinking is opened and closed for the model (no opener)
+    and only the answer is generated.
     """
 
     think_start: str = "<think>"
@@ -75,6 +79,7 @@ class BudgetForcing:
     answer_cue: str = "Final Answer:"
     answer_max_tokens: int | None = None
     open_thinking: bool = True
+    thinking_opener: str = ""
 
     def __post_init__(self) -> None:
         for name in ("think_start", "think_end", "wait_text"):
@@ -83,10 +88,11 @@ class BudgetForcing:
                 raise ValueError(f"BudgetForcing.{name} must be a non-empty string, got {value!r}")
         if self.think_start == self.think_end:
             raise ValueError(f"BudgetForcing.think_start and think_end must differ, both are {self.think_start!r}")
-        if not isinstance(self.answer_cue, str):
-            raise ValueError(f"BudgetForcing.answer_cue must be a string, got {self.answer_cue!r}")
+        for name in ("answer_cue", "thinking_opener"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"BudgetForcing.{name} must be a string, got {getattr(self, name)!r}")
         _check_count("min_thinking_tokens", self.min_thinking_tokens, 0, True)
-        _check_count("max_thinking_tokens", self.max_thinking_tokens, 1, True)
+        _check_count("max_thinking_tokens", self.max_thinking_tokens, 0, True)
         _check_count("max_waits", self.max_waits, 0, True)
         _check_count("answer_max_tokens", self.answer_max_tokens, 1, True)
         if (self.min_thinking_tokens is not None and self.max_thinking_tokens is not None
@@ -124,6 +130,10 @@ class BudgetForcing:
         if self.min_thinking_tokens is None:
             return self.max_waits is not None  # budget in Waits: exactly max_waits of them
         return thinking_tokens < self.min_thinking_tokens
+
+    def thinking_cap(self, params: SamplingParams) -> int:
+        """The most thinking tokens one sample may generate (0: none, answer at once)."""
+        return self.max_thinking_tokens if self.max_thinking_tokens is not None else params.max_tokens
 
     def config(self) -> dict:
         return dataclasses.asdict(self)
@@ -172,6 +182,16 @@ class ForcedSample:
 def _join(text: str, piece: str) -> str:
     """Put injected text on its own line unless the model's text already ends in whitespace."""
     return text + piece if not text or text[-1].isspace() else text + "\n" + piece
+
+
+def _close(text: str, delimiter: str) -> str:
+    """End thinking after ``text``. A cap can fall in the middle of a delimiter the model spells in
+    several tokens ("...= 11.\\n</" with "</think>" three tokens): its beginning is then completed
+    rather than left as a stray fragment before a second delimiter."""
+    for k in range(len(delimiter) - 1, 0, -1):
+        if text.endswith(delimiter[:k]):
+            return text + delimiter[k:]
+    return _join(text, delimiter)
 
 
 class ForcedGenerator:
@@ -249,9 +269,12 @@ class ForcedGenerator:
             for c in completions:
                 self._record(ForcedSample(answer_tokens=c.num_tokens))
             return completions
-        opened = self.policy.think_start if state == "fresh" and self.policy.open_thinking else ""
         already = self._thought_in_prefix(chat, prefix) if state == "thinking" and prefix else 0
-        think_cap = self.policy.max_thinking_tokens or params.max_tokens
+        think_cap = self.policy.thinking_cap(params)
+        opened = ""
+        if state == "fresh" and self.policy.open_thinking:
+            # The opener only starts thinking that will be generated: none with a budget of 0.
+            opened = self.policy.think_start + (self.policy.thinking_opener if think_cap > already else "")
         if already >= think_cap:
             # The prefix has used the whole thinking budget: end thinking and answer.
             firsts: list[Completion | None] = [None] * params.n
@@ -282,7 +305,7 @@ class ForcedGenerator:
     ) -> Completion:
         """Carry one sample from its first thinking segment to its answer."""
         policy = self.policy
-        think_cap = policy.max_thinking_tokens or params.max_tokens
+        think_cap = policy.thinking_cap(params)
         record = ForcedSample()
         text = opened  # everything after the caller's prefix: what the returned completion holds
         logprobs: list[float] = []
@@ -315,7 +338,7 @@ class ForcedGenerator:
             thought_text = text  # what the sample is if the budget refuses the answer step
             if record.capped or segment is None:
                 record.capped = True
-                text = _join(text, policy.think_end)
+                text = _close(text, policy.think_end)
                 if policy.answer_cue:
                     text += "\n\n" + policy.answer_cue
             else:
@@ -377,12 +400,13 @@ async def _gather(tasks: list[asyncio.Future]) -> list:
 
 
 def after_thinking(extract: Extractor, think_end: str) -> Extractor:
-    """An extractor that reads the answer from the text after the last end of thinking (numbers and
-    boxed answers written while thinking are not the answer), falling back to the whole text when the
-    thinking never ended."""
+    """An extractor that reads the answer from the text after the end of thinking (numbers and boxed
+    answers written while thinking are not the answer), falling back to the whole text when the
+    thinking never ended. The first end counts: thinking stops at the delimiter, so a later one is the
+    model repeating it in its answer ("Final Answer: 12\\n</think>"), after which nothing is left."""
 
     def read(text: str) -> str | None:
-        at = text.rfind(think_end)
+        at = text.find(think_end)
         return extract(text[at + len(think_end):] if at >= 0 else text)
 
     return read
@@ -439,6 +463,7 @@ OPTION_KEYS: Mapping[str, str] = {
     "think_end": "think_end",
     "answer_cue": "answer_cue",
     "answer_max_tokens": "answer_max_tokens",
+    "thinking_opener": "thinking_opener",
 }
 
 
