@@ -127,8 +127,10 @@ def _strategy_help() -> str:
               help="rebase, particle_filter: softmax temperature over step scores.")
 @click.option("--min-thinking-tokens", type=click.IntRange(min=0), default=None,
               help="budget forcing: append a Wait when thinking ends before this many tokens (any strategy).")
-@click.option("--max-thinking-tokens", type=click.IntRange(min=1), default=None,
-              help="budget forcing: end thinking after this many tokens and ask for the answer (any strategy).")
+@click.option("--max-thinking-tokens", type=click.IntRange(min=0), default=None,
+              help="budget forcing: end thinking after this many tokens and ask for the answer (any strategy; 0: answer at once).")
+@click.option("--thinking-opener", default=None,
+              help="budget forcing: words written after the opened thinking to start the model reasoning (prompt, not counted as thinking).")
 @click.option("--max-waits", type=click.IntRange(min=0), default=None, help="budget forcing: most Waits per sample.")
 @click.option("--wait-text", default=None, help="budget forcing: text appended to keep thinking. Default 'Wait'.")
 @click.option("--routing-policy", type=click.Path(dir_okay=False), default=None,
@@ -152,8 +154,9 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     from .results import ResultsFileError, ResultsWriter, config_hash
     from .types import SamplingParams
 
-    if strategy_options.get("step_delimiter"):
-        strategy_options["step_delimiter"] = strategy_options["step_delimiter"].encode().decode("unicode_escape")
+    for key in ("step_delimiter", "thinking_opener"):  # "\n" on the command line means a newline
+        if strategy_options.get(key):
+            strategy_options[key] = strategy_options[key].encode().decode("unicode_escape")
     from .strategies.specs import create_from_spec, parse_spec
 
     names = [s.strip() for s in strategies.split(",") if s.strip()]
