@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -36,3 +37,12 @@ def hf_backend(embedded_model_dir):
     from tts.backends.hf import HFBackend
 
     return HFBackend(embedded_model_dir)
+
+
+@pytest.fixture
+def script(tmp_path):
+    """A scripted-backend reply file keyed by the built-in add1 prompts' shared instruction: every sample
+    answers "9" or "8"."""
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps({"Reply with just the number": ["9", "The answer is 8.", "9"]}))
+    return str(path)

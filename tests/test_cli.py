@@ -7,14 +7,6 @@ from tts.cli import cli
 from tts.results import read_records
 
 
-@pytest.fixture
-def script(tmp_path):
-    # Replies keyed by the built-in add1 prompts' shared instruction: every sample answers "9" or "8".
-    path = tmp_path / "script.json"
-    path.write_text(json.dumps({"Reply with just the number": ["9", "The answer is 8.", "9"]}))
-    return str(path)
-
-
 def invoke(*args):
     result = CliRunner().invoke(cli, list(args))
     return result.exit_code, result.output

@@ -1,6 +1,5 @@
 """Recipes (`tts run --config`) and NAME@N strategy specs."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,13 +11,6 @@ from tts.results import read_records
 from tts.strategies.specs import parse_spec
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def script(tmp_path):
-    path = tmp_path / "script.json"
-    path.write_text(json.dumps({"Reply with just the number": ["9", "The answer is 8.", "9"]}))
-    return str(path)
 
 
 def invoke(*args):

@@ -67,6 +67,12 @@ def _load_recipe(ctx: click.Context, path: str | None) -> None:
     ctx.meta["tts.recipe"] = path
 
 
+def _recipe_info() -> dict:
+    """{"recipe": path} when this run's options came from a recipe (recorded with every result)."""
+    recipe = click.get_current_context().meta.get("tts.recipe")
+    return {"recipe": recipe} if recipe else {}
+
+
 def _strategy_help() -> str:
     from .strategies import STRATEGIES
 
@@ -222,8 +228,7 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
         except backends.BackendError as exc:
             _fail(str(exc))
         run_info = {"seed": seed, "model": model, "backend": backend_name, "dataset": dataset,
-                    **({"recipe": click.get_current_context().meta["tts.recipe"]}
-                       if "tts.recipe" in click.get_current_context().meta else {}),
+                    **_recipe_info(),
                     **_versions(backend_name)}
         run_ledger = Ledger(budget=Budget(generated_tokens=run_budget_tokens))
         per_problem = Budget(generated_tokens=budget_tokens)
