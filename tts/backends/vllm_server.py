@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from .vllm import _core_ranges
+
 
 class VLLMServerError(RuntimeError):
     """The server exited or did not become ready; the message names its log file."""
@@ -69,7 +71,8 @@ class VLLMServer:
         import httpx
 
         env = dict(os.environ)
-        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{len(os.sched_getaffinity(0)) - 1}")
+        # the same binding the in-process vllm backend uses: every core this process may run on
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", _core_ranges(os.sched_getaffinity(0)))
         log = self.log_path.open("w")
         self._proc = subprocess.Popen(self.cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()  # the child keeps its own handle
