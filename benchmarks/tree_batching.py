@@ -16,10 +16,14 @@ and the share served from the prefix cache, both as the ledger counts them (a re
 cached part the least any of its samples found) and per engine sequence (vLLM's ``num_cached_tokens`` of
 every sample).
 
-The datasets ask for "just the number", which leaves nothing to search over; the benchmark asks the model
-to work step by step instead, and cuts its solution into fixed-size steps of ``--step-tokens`` tokens.
+The arithmetic datasets ask for "just the number", which leaves nothing to search over; the benchmark asks
+the embedded model to work step by step instead, and cuts its solution into fixed-size steps of
+``--step-tokens`` tokens. With ``--model testbed`` it runs the testbed's tiny policy on its own
+step-by-step task (``steps*`` datasets, one step per line: ``--step-delimiter "\n"``), where an engine
+step costs little compute, so what is measured is the batching itself rather than the CPU's arithmetic.
 
     .venv/bin/python benchmarks/tree_batching.py --dataset multistep --limit 32 --block-size 32
+    .venv/bin/python benchmarks/tree_batching.py --model testbed --dataset steps4 --step-delimiter "\n"
 
 Needs vLLM (``scripts/install.sh --vllm``); on a CPU set nothing else (the backend binds every core).
 """
@@ -139,7 +143,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=32)
     ap.add_argument("--n", type=int, default=8, help="beams (N)")
     ap.add_argument("--expansions", type=int, default=4, help="next steps per kept beam (beam width N / M)")
-    ap.add_argument("--step-tokens", type=int, default=16)
+    ap.add_argument("--step-tokens", type=int, default=16, help="tokens per step (without --step-delimiter)")
+    ap.add_argument("--step-delimiter", default=None, help='end steps at this text instead (testbed: "\\n")')
     ap.add_argument("--max-tokens", type=int, default=96, help="generated tokens per path")
     ap.add_argument("--block-size", type=int, default=32, help="vLLM KV block size (the CPU default is 128)")
     ap.add_argument("--memory", type=float, default=0.25, help="vLLM gpu_memory_utilization (on a CPU too)")
@@ -148,17 +153,22 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     args = ap.parse_args()
 
+    from tts import testbed
     from tts.backends import embedded
 
-    model = str(embedded.model_dir()) if args.model == "embedded" else args.model
-    backend = VLLMBackend(model, VLLMOptions(max_model_len=2048, block_size=args.block_size,
+    step_delimiter = args.step_delimiter.encode().decode("unicode_escape") if args.step_delimiter else None
+    model = {"embedded": lambda: str(embedded.model_dir()), "testbed": lambda: str(testbed.POLICY_DIR)}.get(
+        args.model, lambda: args.model)()
+    context = None if args.model == "testbed" else 2048  # None: the model's own (the testbed's is 512)
+    backend = VLLMBackend(model, VLLMOptions(max_model_len=context, block_size=args.block_size,
                                              gpu_memory_utilization=args.memory, dtype=args.dtype))
     counting = Counting(backend)
     problems = [dataclasses.replace(p, prompt=p.prompt.replace("Reply with just the number.", STEPWISE))
                 for p in tts.data.load(args.dataset, limit=args.limit)]
-    strategy = BeamSearch(n=args.n, expansions=args.expansions, segmenter=Segmenter(mode="tokens",
-                          step_tokens=args.step_tokens), params=SamplingParams(temperature=0.8,
-                          max_tokens=args.max_tokens))
+    segmenter = (Segmenter(mode="delimiter", delimiter=step_delimiter) if step_delimiter
+                 else Segmenter(mode="tokens", step_tokens=args.step_tokens))
+    strategy = BeamSearch(n=args.n, expansions=args.expansions, segmenter=segmenter,
+                          params=SamplingParams(temperature=0.8, max_tokens=args.max_tokens))
     # Warm the engine up (first-call costs), then clear what the warm-up left in the prefix cache.
     tts.run(problems[:1], strategy, counting, seed=args.seed + 1)
 
@@ -168,8 +178,8 @@ def main() -> None:
     }
     asyncio.run(backend.aclose())
 
-    print(f"beam search N={args.n}, M={args.expansions} (width {strategy.width}), steps of {args.step_tokens} "
-          f"tokens, at most {args.max_tokens} per path; {args.dataset}, {len(problems)} problems; vLLM "
+    steps = f"steps ending at {step_delimiter!r}" if step_delimiter else f"steps of {args.step_tokens} tokens"
+    print(f"beam search N={args.n}, M={args.expansions} (width {strategy.width}), {steps}, at most {args.max_tokens} per path; {args.dataset}, {len(problems)} problems; vLLM "
           f"block size {args.block_size}, dtype {args.dtype}\n")
     rows = [
         ("wall s", "wall_s", "{:.1f}"),

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .verifiers.prm import AGGREGATIONS
 
 EXIT_USAGE = 2
 DEFAULT_STRATEGIES = "single,majority"
@@ -123,6 +124,8 @@ def _strategy_help() -> str:
               default=None, help="tree search: how steps are scored by token confidence (--prm scores them with a PRM instead).")
 @click.option("--step-delimiter", default=None, help="tree search: text that ends a step (\\n escapes allowed). Default a blank line.")
 @click.option("--prm", default=None, help="Process reward model: a local HF folder (read by its tts_prm.json) or 'testbed'; scores tree-search steps and best_of_n/weighted_majority candidates.")
+@click.option("--aggregation", type=click.Choice(AGGREGATIONS), default=None,
+              help="tree search: how a path's step scores combine into its score. Default last (min suits a PRM trained only up to the first wrong step, like the testbed's).")
 @click.option("--tree-select", type=click.Choice(["best", "weighted", "majority"]), default=None,
               help="tree search: how the final answer is chosen among finished paths.")
 @click.option("--simulations", type=click.IntRange(min=1), default=None, help="mcts: simulations (default n).")

@@ -1,15 +1,23 @@
-"""PRM search against sampling on the testbed: beam search and DVTS (PRM step scorer) against best-of-N
-(PRM as outcome scorer, min over steps) and majority voting, at equal N, on the harder stepwise levels.
+"""Search against sampling on the testbed: beam search and DVTS against best-of-N and majority voting, at
+equal N (equal generated tokens), on the harder stepwise levels, with two step verifiers:
 
-Everything goes through the toolkit: the strategies from the registry (as ``tts run`` builds them with
-``--prm testbed --step-delimiter "\\n"``), ``tts.runtime.run_async`` on the hf backend, results files
-written like the CLI's (``runs/testbed/<level>-n<N>.jsonl``, resumable), and ``tts report``'s summaries
-(accuracy with Wilson and bootstrap 95% intervals, mean generated tokens). On top, paired bootstrap
-intervals of each search strategy's accuracy minus best-of-N's and majority's over the same problems.
-The equivalent command line for one (level, N)::
+* ``[prm]``: the testbed's trained PRM (step scores combined by their minimum; best-of-N takes the
+  candidate whose worst step scores best);
+* ``[conf]``: the policy's own token confidence (mean logprob of a step's tokens, no second model),
+  which on these samples tells a wrong step from a right one with step AUROC 0.80-0.93.
 
-    tts run --backend hf --model tts/testbed/policy --dataset steps5 --limit 100 --n 8 --max-tokens 256 \\
-        --strategy majority,best_of_n,beam_search,dvts --prm testbed --step-delimiter "\\n" --expansions 4
+Everything goes through the toolkit: the strategies from the registry (as ``tts run`` builds them),
+``tts.runtime.run_async`` on the hf backend, results files written like the CLI's
+(``runs/testbed/<level>-n<N>.jsonl``, resumable), and ``tts report``'s summaries (accuracy with Wilson
+and bootstrap 95% intervals, mean generated tokens). On top, paired bootstrap intervals of each search
+strategy's accuracy minus best-of-N's and majority's over the same problems. The equivalent command
+lines for one (level, N)::
+
+    tts run --backend hf --model tts/testbed/policy --dataset steps4 --limit 100 --n 8 --max-tokens 256 \\
+        --strategy majority,best_of_n,beam_search,dvts --prm testbed --step-delimiter "\\n" --expansions 4 \\
+        --aggregation min
+    tts run ... --strategy best_of_n,beam_search,dvts --step-scorer confidence_mean --step-delimiter "\\n" \\
+        --expansions 4 --aggregation min
 
     .venv/bin/python experiments/testbed/compare_search.py --out experiments/testbed/results/search.json
 """
@@ -17,6 +25,7 @@ The equivalent command line for one (level, N)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import json
 import random
@@ -35,15 +44,21 @@ from tts.runtime import run_async
 from tts.types import SamplingParams
 from tts.verifiers.answers import same_answer
 
-STRATEGIES = ("majority", "best_of_n", "beam_search", "dvts")
+SCORED = ("best_of_n", "beam_search", "dvts")
+VERIFIERS = ("prm", "conf")
+STRATEGIES = ("majority",) + tuple(f"{name}[{v}]" for v in VERIFIERS for name in SCORED)
 MODEL = "tts/testbed/policy"
 
 
 def run_level(engine, level: str, n: int, args) -> dict[str, list[dict]]:
     problems = data.load(level, limit=args.limit, seed=args.seed)
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens)
-    options = {"prm": "testbed", "step_delimiter": "\n", "expansions": args.expansions}
-    chosen = [registry.create(name, n, params, options) for name in STRATEGIES]
+    # min: the testbed PRM is trained on steps up to the first wrong one, so a path is as good as its worst step
+    tree = {"step_delimiter": "\n", "expansions": args.expansions, "aggregation": "min"}
+    options = {"prm": {**tree, "prm": args.prm}, "conf": {**tree, "step_scorer": "confidence_mean"}}
+    chosen = [registry.create("majority", n, params, {})] + [
+        dataclasses.replace(registry.create(name, n, params, options[v]), name=f"{name}[{v}]")
+        for v in VERIFIERS for name in SCORED]
     shared = {"model": MODEL, "backend": "hf", "dataset": level, "seed": args.seed, "budget_tokens": None,
               "run_budget_tokens": None}
     hashes = {s.name: config_hash({**shared, **s.config()}) for s in chosen}
@@ -77,6 +92,7 @@ def main() -> None:
     ap.add_argument("--levels", default="steps4,steps5,steps6")
     ap.add_argument("--ns", default="4,8,16")
     ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--prm", default="testbed", help="PRM folder (default: the committed testbed PRM)")
     ap.add_argument("--expansions", type=int, default=4)
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--max-tokens", type=int, default=256)
@@ -100,11 +116,12 @@ def main() -> None:
                                                                  "mean_generated_tokens", "wall_seconds")}
                     row["strategies"][name]["mean_verifier_tokens"] = sum(
                         (r.get("ledger") or {}).get("verifier_tokens", 0) for r in rs) / max(1, len(rs))
-                for search in ("beam_search", "dvts"):
-                    for base in ("best_of_n", "majority"):
-                        row[f"{search}-{base}"] = paired(recs[search], recs[base], args.seed)
+                for v in VERIFIERS:
+                    for search in ("beam_search", "dvts"):
+                        for base in (f"best_of_n[{v}]", "majority"):
+                            row[f"{search}[{v}]-{base}"] = paired(recs[f"{search}[{v}]"], recs[base], args.seed)
                 result["runs"].append(row)
-                print(markdown_row(row), flush=True)
+                print("\n".join(f"[{v}] " + markdown_row(row, v) for v in VERIFIERS), flush=True)
     finally:
         asyncio.run(engine.aclose())
     print(markdown(result))
@@ -113,20 +130,24 @@ def main() -> None:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
 
 
-def markdown_row(row: dict) -> str:
+def markdown_row(row: dict, v: str) -> str:
     cells = []
-    for name in STRATEGIES:
+    for name in ("majority", f"best_of_n[{v}]", f"beam_search[{v}]", f"dvts[{v}]"):
         s = row["strategies"][name]
         cells.append(f"{s['accuracy']:.2f} ({s['wilson'][0]:.2f}-{s['wilson'][1]:.2f}), {s['mean_generated_tokens']:.0f} tok")
     diffs = [f"{row[k]['diff']:+.2f} ({row[k]['ci'][0]:+.2f}, {row[k]['ci'][1]:+.2f})"
-             for k in ("beam_search-best_of_n", "dvts-best_of_n", "beam_search-majority", "dvts-majority")]
+             for k in (f"beam_search[{v}]-best_of_n[{v}]", f"dvts[{v}]-best_of_n[{v}]",
+                       f"beam_search[{v}]-majority", f"dvts[{v}]-majority")]
     return f"| {row['level']} | {row['n']} | " + " | ".join(cells + diffs) + " |"
 
 
 def markdown(result: dict) -> str:
-    head = ("| level | N | majority | best-of-N (PRM) | beam search (PRM) | DVTS (PRM) | beam - BoN | DVTS - BoN "
-            "| beam - maj | DVTS - maj |")
-    return "\n".join([head, "|" + "---|" * 10] + [markdown_row(r) for r in result["runs"]])
+    tables = []
+    for v in VERIFIERS:
+        head = (f"| level | N | majority | best-of-N [{v}] | beam search [{v}] | DVTS [{v}] | beam - BoN | DVTS - BoN "
+                "| beam - maj | DVTS - maj |")
+        tables.append("\n".join([head, "|" + "---|" * 10] + [markdown_row(r, v) for r in result["runs"]]))
+    return "\n\n".join(tables)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ per problem at temperature 0.7 (the CLI's default); the exact checker gives each
 
 * policy: per level, sample accuracy, share of samples with a wrong step, per-step error rate (first
   wrong steps per step reached), steps per solution;
-* PRM, ProcessBench style (threshold 0.5 on the step score): the predicted first wrong step is the first
+* PRM, ProcessBench style (threshold 0.5 on the step score, or ``--threshold auto``: the threshold that
+  maximises ProcessBench F1 on other held-out problems, for a PRM that is not calibrated at 0.5): the predicted first wrong step is the first
   step scored below the threshold. Accuracy on erroneous samples (exact index), on correct ones (no step
   flagged), and their harmonic mean (ProcessBench's F1); precision / recall / F1 of the first wrong step
   (a hit is the exact index); step-level AUROC over the steps up to the first wrong one.
@@ -73,13 +74,33 @@ def prm_metrics(records: list[dict], threshold: float) -> dict:
             "step_auroc": auroc([1 - s for s in bad_scores], [1 - s for s in good_scores])}
 
 
+def scored_samples(model, tok, prm, level: str, count: int, k: int, temperature: float, seed: int) -> list[dict]:
+    """Policy samples of ``count`` problems of a level (dataset seed ``seed``), their exact labels and PRM
+    step scores."""
+    problems = stepwise.generate(level, count, seed)
+    exprs = [p.metadata["expression"] for p in problems]
+    texts = common.sample_solutions(model, tok, exprs, k, temperature, common.hash_seed("eval", level, seed))
+    recs = []
+    for p, samples in zip(problems, texts):
+        scores = prm.step_scores(p, samples)
+        for text, sc in zip(samples, scores):
+            lab = stepwise.StepLabels.of(p.metadata["expression"], text)
+            assert len(sc) == len(lab.steps) or not lab.steps
+            correct = stepwise.is_complete(text) and lab.first_wrong is None
+            recs.append({"level": level, "first_wrong": lab.first_wrong, "scores": sc,
+                         "steps": len(lab.steps), "correct": correct})
+    return recs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--problems", type=int, default=100, help="held-out problems per level")
     ap.add_argument("--k", type=int, default=4, help="samples per problem")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--seed", type=int, default=1, help="dataset seed of the held-out problems")
-    ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--threshold", default=0.5, type=lambda v: v if v == "auto" else float(v),
+                    help="step score below which a step is called wrong, or 'auto': chosen on other problems")
+    ap.add_argument("--prm", default=None, help="PRM folder (default: the committed testbed PRM)")
     ap.add_argument("--out", type=Path, default=None, help="write the measurements here as JSON")
     args = ap.parse_args()
 
@@ -88,35 +109,34 @@ def main() -> None:
 
     started = time.time()
     model, tok = common.load_policy()
-    prm = tts.testbed.prm(device="cpu", max_batch=64)
+    prm = tts.testbed.load_prm(args.prm, device="cpu", max_batch=64)
+    if args.threshold == "auto":
+        # Chosen on other problems (seed + 1), never on the ones measured: the threshold that maximises
+        # ProcessBench F1 there. A PRM trained with balanced classes is not calibrated at 0.5.
+        calibration = [r for level in stepwise.LEVELS
+                       for r in scored_samples(model, tok, prm, level, args.problems // 2, args.k,
+                                               args.temperature, args.seed + 1)]
+        grid = [i / 100 for i in range(2, 99)]
+        threshold = max(grid, key=lambda t: (prm_metrics(calibration, t)["processbench_f1"], -abs(t - 0.5)))
+        print(f"threshold {threshold:.2f} (chosen on {len(calibration)} samples of seed {args.seed + 1})", flush=True)
+    else:
+        threshold = args.threshold
     levels, records = {}, []
     for level in stepwise.LEVELS:
-        problems = stepwise.generate(level, args.problems, args.seed)
-        exprs = [p.metadata["expression"] for p in problems]
-        texts = common.sample_solutions(model, tok, exprs, args.k, args.temperature,
-                                        common.hash_seed("eval", level, args.seed))
-        recs = []
-        for p, samples in zip(problems, texts):
-            scores = prm.step_scores(p, samples)
-            for text, sc in zip(samples, scores):
-                lab = stepwise.StepLabels.of(p.metadata["expression"], text)
-                assert len(sc) == len(lab.steps) or not lab.steps
-                correct = stepwise.is_complete(text) and lab.first_wrong is None
-                recs.append({"level": level, "first_wrong": lab.first_wrong, "scores": sc,
-                             "steps": len(lab.steps), "correct": correct})
+        recs = scored_samples(model, tok, prm, level, args.problems, args.k, args.temperature, args.seed)
         reached = sum(r["steps"] if r["first_wrong"] is None else r["first_wrong"] + 1 for r in recs)
         levels[level] = {
             "policy": {"samples": len(recs), "sample_accuracy": sum(r["correct"] for r in recs) / len(recs),
                        "with_error": sum(r["first_wrong"] is not None for r in recs) / len(recs),
                        "step_error_rate": sum(r["first_wrong"] is not None for r in recs) / reached,
                        "steps": stepwise.LEVELS[level][1]},
-            "prm": prm_metrics(recs, args.threshold),
+            "prm": prm_metrics(recs, threshold),
         }
         records += recs
         print(level, json.dumps(levels[level]), f"({time.time() - started:.0f} s)", flush=True)
     result = {"held_out": {"seed": args.seed, "problems_per_level": args.problems, "k": args.k,
-                           "temperature": args.temperature, "threshold": args.threshold},
-              "levels": levels, "all": prm_metrics(records, args.threshold)}
+                           "temperature": args.temperature, "threshold": threshold},
+              "levels": levels, "all": prm_metrics(records, threshold)}
     print("all", json.dumps(result["all"]))
     print(markdown(result))
     if args.out:

@@ -226,3 +226,83 @@ class StepLabels:
         labels = check_steps(expr, steps)
         first = labels.index(False) if False in labels else None
         return cls(tuple(steps), tuple(labels), first, is_complete(text))
+
+
+#: kinds of mistake :func:`wrong_step` makes, the ones a step-by-step solver makes
+MISTAKES = ("arithmetic", "precedence", "copy", "operator", "dropped", "answer")
+
+
+def wrong_step(expr_or_parts: str | list[str], rng: random.Random, kind: str | None = None) -> str | None:
+    """A plausible but wrong next step for the expression state ``expr_or_parts``: a near-miss result,
+    an operation that precedence does not allow yet, a miscopied number or operator, a dropped term, or
+    a wrong or premature ``Answer:``. None when ``kind`` cannot apply to this state. The exact checker
+    always judges the result wrong (:func:`check_steps`); the PRM's training uses these to learn what an
+    error looks like from content, not from the step's position."""
+    parts = tokens(expr_or_parts) if isinstance(expr_or_parts, str) else list(expr_or_parts)
+    if parts is None or len(parts) < 3:
+        return None
+    kind = kind or rng.choice(MISTAKES)
+    j = canonical_next(parts)
+    right = reduce_at(parts, j)
+    legal = {tuple(reduce_at(parts, i)) for i in legal_ops(parts)}
+    final = len(parts) == 3
+
+    def near(value: int) -> int:
+        for _ in range(20):
+            delta = rng.choice((1, 2, 3, 10, 20, 100)) * rng.choice((1, -1))
+            if rng.random() < 0.3 and value >= 10:  # one digit changed
+                digits = list(str(value))
+                k = rng.randrange(len(digits))
+                digits[k] = rng.choice([d for d in "0123456789" if d != digits[k]])
+                candidate = int("".join(digits))
+            else:
+                candidate = value + delta
+            if candidate != value and candidate >= 0:
+                return candidate
+        return value + 1
+
+    out: list[str] | None = None
+    if kind == "arithmetic":
+        if final:
+            return None
+        out = list(right)
+        out[j - 1] = str(near(int(right[j - 1])))
+    elif kind == "precedence":
+        illegal = [i for i in range(1, len(parts), 2) if i not in legal_ops(parts)]
+        if not illegal:
+            return None
+        reduced = reduce_at(parts, rng.choice(illegal))
+        if any(int(x) < 0 for x in reduced[::2]):  # a solver that ignores precedence still stays >= 0 here
+            return None
+        if len(reduced) == 1:
+            return f"Answer: {reduced[0]}" if int(reduced[0]) != evaluate(" ".join(parts)) else None
+        out = reduced
+    elif kind == "copy":
+        others = [i for i in range(0, len(right), 2) if i != j - 1]
+        if final or not others:
+            return None
+        out = list(right)
+        k = rng.choice(others)
+        out[k] = str(near(int(out[k])))
+    elif kind == "operator":
+        ops = [i for i in range(1, len(right), 2)]
+        if final or not ops:
+            return None
+        out = list(right)
+        k = rng.choice(ops)
+        out[k] = rng.choice([o for o in OPS if o != out[k]])
+    elif kind == "dropped":
+        if final:
+            return None
+        k = rng.randrange(1, len(right), 2)
+        out = right[:k] + right[k + 2:]
+    elif kind == "answer":
+        value = evaluate(" ".join(parts))
+        if final or rng.random() < 0.5:
+            return f"Answer: {near(value)}"
+        return f"Answer: {right[0]}" if int(right[0]) != value else None
+    else:
+        raise ValueError(f"unknown mistake {kind!r}; choose from {', '.join(MISTAKES)}")
+    if out is None or tuple(out) in legal or len(out) == 1:
+        return None
+    return " ".join(out)

@@ -204,6 +204,12 @@ class TokenLogitPRM(_PRMBase):
     step_separator: str = "\n\n"
     #: tagged format: the text between the question and the first step
     question_separator: str = " "
+    #: tagged format: the text before the question (a PRM fine-tuned from a policy reads the policy's
+    #: own layout best, e.g. "User: " with question_separator "\nAssistant: ")
+    question_prefix: str = ""
+    #: tagged format: the text between one step's tag and the next step ("" when the tag is itself the
+    #: line break, as in a PRM that scores each step at the newline ending it)
+    step_join: str = "\n"
     aggregation: str = "min"
     max_batch: int = 8
     device: str = "auto"
@@ -218,6 +224,9 @@ class TokenLogitPRM(_PRMBase):
             raise ValueError(f"TokenLogitPRM.format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.format == "tagged" and not self.step_tag:
             raise ValueError("TokenLogitPRM.step_tag must be a non-empty string for the tagged format")
+        for name in ("question_separator", "question_prefix", "step_join"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"TokenLogitPRM.{name} must be a string, got {getattr(self, name)!r}")
         if not self.good_token:
             raise ValueError(f"TokenLogitPRM.good_token must be a non-empty string, got {self.good_token!r}")
         if self.bad_token is not None and (not self.bad_token or self.bad_token == self.good_token):
@@ -242,11 +251,11 @@ class TokenLogitPRM(_PRMBase):
         if self.format == "tagged":
             # Built piece by piece, so a tag can never merge with the text around it and every
             # position is known exactly.
-            ids = eng.bos() + eng.ids(question + self.question_separator)
+            ids = eng.bos() + eng.ids(self.question_prefix + question + self.question_separator)
             tag = eng.ids(self.step_tag)
             positions = []
             for k, step in enumerate(steps):
-                ids += eng.ids(("\n" if k else "") + step) + tag
+                ids += eng.ids((self.step_join if k else "") + step) + tag
                 positions.append(len(ids) - 1)
             return ids, positions
         good = eng.single_id(self.good_token, "TokenLogitPRM.good_token")
