@@ -5,12 +5,13 @@ Both are small Llama models (character-level tokenizer, bf16 safetensors, a few 
 be run, compared and regression-tested without a GPU or a download:
 
     tts run --backend hf --model tts/testbed/policy --dataset steps5 --strategy beam_search,dvts \\
-        --prm testbed --step-delimiter "\\n" --max-tokens 256
+        --prm testbed --step-delimiter "\\n" --aggregation min --max-tokens 256
 
 :data:`POLICY_DIR` and :data:`PRM_DIR` are the folders (found relative to this package, no machine
 paths); :func:`prm` returns the PRM as a :class:`tts.verifiers.prm.TokenLogitPRM` built from the folder's
-``tts_prm.json`` (Math-Shepherd's tagged format: `` ки`` after each step, ``+``/``-`` label tokens, steps
-separated by one newline).
+``tts_prm.json`` (tagged format laid out as the policy reads a problem and writes a solution, each step
+scored by ``+`` against ``-`` at the line break that ends it). It is trained on the steps up to the first
+wrong one, so combine its step scores with ``min`` (``--aggregation min``) in tree search.
 """
 
 from __future__ import annotations
