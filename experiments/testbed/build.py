@@ -1,7 +1,7 @@
 """Build the whole testbed with one command: the policy, then the PRM trained on its samples, then the
 PRM's measurements against the exact step labels.
 
-    .venv/bin/python experiments/testbed/build.py              # about 30 minutes on one core of a busy machine
+    .venv/bin/python experiments/testbed/build.py              # about 45 minutes on one core (policy ~25, PRM ~20)
     .venv/bin/python experiments/testbed/build.py --skip-built # only what is missing (cached folders)
 
 The folders land in tts/testbed/policy and tts/testbed/prm (bf16 safetensors, committed); everything is

@@ -9,7 +9,8 @@ per problem at temperature 0.7 (the CLI's default); the exact checker gives each
   maximises ProcessBench F1 on other held-out problems, for a PRM that is not calibrated at 0.5): the predicted first wrong step is the first
   step scored below the threshold. Accuracy on erroneous samples (exact index), on correct ones (no step
   flagged), and their harmonic mean (ProcessBench's F1); precision / recall / F1 of the first wrong step
-  (a hit is the exact index); step-level AUROC over the steps up to the first wrong one.
+  (a hit is the exact index); step-level AUROC over the steps up to the first wrong one, pooled and
+  among siblings (a right and a wrong step at the same index of the same problem, as search compares).
 
     .venv/bin/python experiments/testbed/evaluate_prm.py --out experiments/testbed/results/prm_eval.json
 """
@@ -39,6 +40,24 @@ def auroc(pos: list[float], neg: list[float]) -> float | None:
         rank_sum += mean_rank * sum(lab for _, lab in ranked[i:j])
         i = j
     return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+
+
+def sibling_auroc(records: list[dict]) -> float | None:
+    """Step AUROC among siblings only: a right and a wrong step at the same index of the same problem
+    (what beam search compares). The pooled step AUROC also rewards knowing which problems are hard."""
+    wins = pairs = 0.0
+    by_slot: dict[tuple, tuple[list, list]] = {}
+    for r in records:
+        last = len(r["scores"]) if r["first_wrong"] is None else r["first_wrong"] + 1
+        for i in range(last):
+            slot = by_slot.setdefault((r.get("problem"), i), ([], []))
+            slot[i == r["first_wrong"]].append(r["scores"][i])
+    for right, wrong in by_slot.values():
+        for a in right:
+            for b in wrong:
+                wins += (a > b) + 0.5 * (a == b)
+                pairs += 1
+    return wins / pairs if pairs else None
 
 
 def prm_metrics(records: list[dict], threshold: float) -> dict:
@@ -71,7 +90,8 @@ def prm_metrics(records: list[dict], threshold: float) -> dict:
     # AUROC of "this step is wrong" against 1 - score
     return {"samples": len(records), "erroneous": err_n, "acc_erroneous": acc_err, "acc_correct": acc_ok,
             "processbench_f1": pb_f1, "precision": precision, "recall": recall, "f1": f1,
-            "step_auroc": auroc([1 - s for s in bad_scores], [1 - s for s in good_scores])}
+            "step_auroc": auroc([1 - s for s in bad_scores], [1 - s for s in good_scores]),
+            "sibling_auroc": sibling_auroc(records)}
 
 
 def scored_samples(model, tok, prm, level: str, count: int, k: int, temperature: float, seed: int) -> list[dict]:
@@ -87,7 +107,7 @@ def scored_samples(model, tok, prm, level: str, count: int, k: int, temperature:
             lab = stepwise.StepLabels.of(p.metadata["expression"], text)
             assert len(sc) == len(lab.steps) or not lab.steps
             correct = stepwise.is_complete(text) and lab.first_wrong is None
-            recs.append({"level": level, "first_wrong": lab.first_wrong, "scores": sc,
+            recs.append({"level": level, "problem": p.id, "first_wrong": lab.first_wrong, "scores": sc,
                          "steps": len(lab.steps), "correct": correct})
     return recs
 
@@ -149,8 +169,8 @@ def markdown(result: dict) -> str:
         return "-" if x is None else f"{x:.2f}"
 
     lines = ["| level | sample acc | samples with an error | step error rate | PRM acc (erroneous) | PRM acc (correct) "
-             "| ProcessBench F1 | first-wrong-step P / R / F1 | step AUROC |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| ProcessBench F1 | first-wrong-step P / R / F1 | step AUROC | sibling AUROC |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     rows = list(result["levels"].items()) + [("all", {"policy": None, "prm": result["all"]})]
     for level, m in rows:
         pol, q = m["policy"], m["prm"]
@@ -158,7 +178,7 @@ def markdown(result: dict) -> str:
                 else "- | - | -")
         lines.append(f"| {level} | {lead} | {f(q['acc_erroneous'])} ({q['erroneous']}) | {f(q['acc_correct'])} "
                      f"({q['samples'] - q['erroneous']}) | {f(q['processbench_f1'])} | {f(q['precision'])} / "
-                     f"{f(q['recall'])} / {f(q['f1'])} | {f(q['step_auroc'])} |")
+                     f"{f(q['recall'])} / {f(q['f1'])} | {f(q['step_auroc'])} | {f(q['sibling_auroc'])} |")
     return "\n".join(lines)
 
 
