@@ -98,6 +98,8 @@ def test_settings_are_validated():
         TokenLogitPRM("m", aggregation="max")
     with pytest.raises(ValueError, match="TokenLogitPRM.bad_token"):
         TokenLogitPRM("m", good_token="+", bad_token="+")
+    with pytest.raises(ValueError, match="TokenLogitPRM.step_join"):
+        TokenLogitPRM("m", step_join=None)
     with pytest.raises(ValueError, match="RewardHeadPRM.model_class"):
         RewardHeadPRM("m", model_class="x")
     with pytest.raises(ValueError, match="SequenceClassifierORM.max_batch"):
