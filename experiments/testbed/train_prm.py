@@ -34,6 +34,10 @@ weighted equally; progress is measured on held-out policy samples while it train
 The folder's tts_prm.json holds the verifier's settings, so ``tts.testbed.load_prm(folder)`` (and
 ``--prm``) load it with the PRM verifier unchanged.
 
+What it does not learn yet: ranking siblings (a right and a wrong step at the same index of the same
+problem; evaluate_prm's sibling AUROC is about 0.55), which is what beam search needs. A ranking loss
+between siblings (``--pair-weight 1``) did not change that.
+
     .venv/bin/python experiments/testbed/train_prm.py
 """
 
@@ -149,6 +153,19 @@ def encode_all(prm, tok, samples):
     return rows
 
 
+def sibling_pairs(samples: list[dict], rows) -> list[tuple[int, int, int, int]]:
+    """(right row, its tag, wrong row, its tag): two of the policy's samples of the same problem whose
+    step i is right in one and the first wrong step in the other, as beam search compares them."""
+    by_slot: dict[tuple, tuple[list, list]] = {}
+    for r, s in enumerate(samples):
+        tags = [pos for pos, is_tag in zip(rows[r][1], rows[r][3]) if is_tag]
+        last = len(tags) if s["first_wrong"] is None else s["first_wrong"] + 1
+        for i in range(last):
+            slot = by_slot.setdefault((s["expression"], i), ([], []))
+            slot[i == s["first_wrong"]].append((r, tags[i]))
+    return [(a, ta, b, tb) for right, wrong in by_slot.values() for a, ta in right for b, tb in wrong]
+
+
 def add_layers(model, count: int):
     """Append ``count`` decoder layers that start as the identity (zero output projections), so the
     model computes exactly what it did until training moves them."""
@@ -227,6 +244,10 @@ def main() -> None:
     ap.add_argument("--extra-layers", type=int, default=2, help="new layers on top of the policy's")
     ap.add_argument("--train-policy-layers", action="store_true",
                     help="train the policy's own layers and embeddings too (default: frozen)")
+    ap.add_argument("--pair-weight", type=float, default=0.0,
+                    help="weight of a ranking loss between siblings (0: none; 1.0 was tried and did not "
+                         "make the PRM rank siblings better: docs/performance.md)")
+    ap.add_argument("--pairs", type=int, default=8, help="sibling pairs per step")
     ap.add_argument("--eval-problems", type=int, default=30, help="held-out problems per level for progress")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
@@ -244,6 +265,7 @@ def main() -> None:
     samples = sampled + made
     prm = TokenLogitPRM(str(args.policy), device="cpu", **PRM_OPTIONS)  # the verifier's own encoder
     rows = encode_all(prm, tok, samples)
+    pairs = sibling_pairs(sampled, rows) if args.pair_weight > 0 else []
     labels = [x for _, _, ls, _ in rows for x in ls]
     wrong = labels.count(False)
     print(f"{len(sampled)} policy samples + {len(made)} controlled mistakes; {len(labels)} trained steps, "
@@ -287,6 +309,16 @@ def main() -> None:
         weight = class_weights[target] * torch.tensor(
             [args.tag_weight if is_tag else 1.0 for *_, tags in group for is_tag in tags])
         loss = (torch.nn.functional.cross_entropy(picked, target, reduction="none") * weight).sum() / weight.sum()
+        if pairs:
+            # Siblings: the right step must outscore the wrong one of the same problem (a logistic
+            # ranking loss on the +/- margin). Labels alone let the PRM lean on how hard a problem looks.
+            chosen = [pairs[rng.randrange(len(pairs))] for _ in range(args.pairs)]
+            group2 = [rows[i] for a, _, b, _ in chosen for i in (a, b)]
+            ids2, mask2 = padded(group2, tok.pad_token_id)
+            out = model(input_ids=ids2, attention_mask=mask2).logits
+            margin = out[..., good] - out[..., bad]
+            m = torch.stack([margin[2 * j, ta] - margin[2 * j + 1, tb] for j, (_, ta, _, tb) in enumerate(chosen)])
+            loss = loss + args.pair_weight * torch.nn.functional.softplus(-m).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
