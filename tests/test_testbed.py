@@ -39,6 +39,13 @@ def test_labels_after_first_wrong_step_are_wrong():
     assert partial.labels == (True,) and partial.first_wrong is None and not partial.complete
 
 
+def test_right_steps_and_the_steps_a_prm_is_judged_on():
+    assert stepwise.right_steps("12 + 7 * 3 - 20".split()) == ["12 + 21 - 20", "Answer: 13"]
+    assert stepwise.right_steps("1 + 2 - 3".split()) == ["3 - 3", "1 + -1", "Answer: 0"]
+    assert stepwise.judged_steps(3, None) == [(0, True), (1, True), (2, True)]
+    assert stepwise.judged_steps(4, 1) == [(0, True), (1, False)]
+
+
 def test_illegal_orders_are_wrong():
     # a - b + c: b + c first changes the value; a * b + c: b + c first too
     assert stepwise.first_wrong_step("9 - 2 + 3", "9 - 5\nAnswer: 4") == 0
@@ -166,9 +173,8 @@ def test_prm_tells_the_policys_wrong_steps_from_its_right_ones(testbed_backend):
         texts = [c.text for c in asyncio.run(testbed_backend.generate(request)).completions]
         for text, scores in zip(texts, prm.step_scores(problem, texts)):
             labels = stepwise.StepLabels.of(problem.metadata["expression"], text)
-            last = len(scores) if labels.first_wrong is None else labels.first_wrong + 1
-            for k in range(last):
-                (wrong if k == labels.first_wrong else right).append(scores[k])
+            for k, is_right in stepwise.judged_steps(len(scores), labels.first_wrong):
+                (right if is_right else wrong).append(scores[k])
     assert len(right) >= 40 and len(wrong) >= 20, (len(right), len(wrong))
     auroc = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong) / (len(right) * len(wrong))
     assert auroc >= 0.65, auroc

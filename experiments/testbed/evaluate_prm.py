@@ -48,10 +48,8 @@ def sibling_auroc(records: list[dict]) -> float | None:
     wins = pairs = 0.0
     by_slot: dict[tuple, tuple[list, list]] = {}
     for r in records:
-        last = len(r["scores"]) if r["first_wrong"] is None else r["first_wrong"] + 1
-        for i in range(last):
-            slot = by_slot.setdefault((r.get("problem"), i), ([], []))
-            slot[i == r["first_wrong"]].append(r["scores"][i])
+        for i, right in stepwise.judged_steps(len(r["scores"]), r["first_wrong"]):
+            by_slot.setdefault((r.get("problem"), i), ([], []))[not right].append(r["scores"][i])
     for right, wrong in by_slot.values():
         for a in right:
             for b in wrong:
@@ -78,9 +76,8 @@ def prm_metrics(records: list[dict], threshold: float) -> dict:
         else:
             fp += pred is not None
             fn += truth is not None
-        last = len(r["scores"]) if truth is None else truth + 1
-        for i in range(last):
-            (good_scores if truth is None or i < truth else bad_scores).append(r["scores"][i])
+        for i, right in stepwise.judged_steps(len(r["scores"]), truth):
+            (good_scores if right else bad_scores).append(r["scores"][i])
     acc_err = err_hit / err_n if err_n else None
     acc_ok = ok_hit / ok_n if ok_n else None
     pb_f1 = 2 * acc_err * acc_ok / (acc_err + acc_ok) if acc_err and acc_ok else 0.0

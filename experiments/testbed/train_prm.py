@@ -52,7 +52,7 @@ from pathlib import Path
 
 import common
 from common import stepwise
-from evaluate_prm import auroc
+from evaluate_prm import prm_metrics
 
 #: TokenLogitPRM settings written to the PRM folder's tts_prm.json
 #: The input is laid out exactly as the policy reads a problem and writes its solution (the prompt of
@@ -115,15 +115,14 @@ def token_labels(tok, expr: str, steps: list[str], step_labels: list[bool]) -> l
     """Per token of each step: can the step written so far still become a right step? False from the
     token where it goes wrong (the digit that does not match the sum, the miscopied operand) on. The
     tag after the step keeps the checker's label."""
-    state, value = stepwise.tokens(expr), stepwise.evaluate(expr)
+    state = stepwise.tokens(expr)
     out = []
     for step, ok in zip(steps, step_labels):
         ids = tok(step, add_special_tokens=False)["input_ids"]
         if ok:
             out.append([True] * len(ids))
         else:
-            valid = [" ".join(stepwise.reduce_at(state, j)) for j in stepwise.legal_ops(state)] if len(state) > 1 else []
-            valid.append(f"Answer: {value}")
+            valid = stepwise.right_steps(state)
             row, good = [], True
             for i in range(len(ids)):
                 good = good and any(v.startswith(tok.decode(ids[:i + 1])) for v in valid)
@@ -159,10 +158,8 @@ def sibling_pairs(samples: list[dict], rows) -> list[tuple[int, int, int, int]]:
     by_slot: dict[tuple, tuple[list, list]] = {}
     for r, s in enumerate(samples):
         tags = [pos for pos, is_tag in zip(rows[r][1], rows[r][3]) if is_tag]
-        last = len(tags) if s["first_wrong"] is None else s["first_wrong"] + 1
-        for i in range(last):
-            slot = by_slot.setdefault((s["expression"], i), ([], []))
-            slot[i == s["first_wrong"]].append((r, tags[i]))
+        for i, right in stepwise.judged_steps(len(tags), s["first_wrong"]):
+            by_slot.setdefault((s["expression"], i), ([], []))[not right].append((r, tags[i]))
     return [(a, ta, b, tb) for right, wrong in by_slot.values() for a, ta in right for b, tb in wrong]
 
 
@@ -218,13 +215,9 @@ def held_out_scores(model, tok, eval_rows, good: int, bad: int) -> dict:
     model.train()
     out = {}
     for level in stepwise.LEVELS:
-        right, wrong = [], []
-        for r, sc in zip(eval_rows, scores):
-            if r["level"] == level:
-                last = len(sc) if r["first_wrong"] is None else r["first_wrong"] + 1
-                for i in range(last):
-                    (wrong if i == r["first_wrong"] else right).append(sc[i])
-        value = auroc(right, wrong)
+        records = [{"first_wrong": r["first_wrong"], "scores": sc} for r, sc in zip(eval_rows, scores)
+                   if r["level"] == level]
+        value = prm_metrics(records, 0.5)["step_auroc"]
         out[f"auroc_{level}"] = None if value is None else round(value, 3)
     return out
 

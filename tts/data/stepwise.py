@@ -152,6 +152,20 @@ def first_wrong_step(expr: str, text: str | list[str]) -> int | None:
     return labels.index(False) if False in labels else None
 
 
+def judged_steps(count: int, first_wrong: int | None) -> list[tuple[int, bool]]:
+    """(index, right?) of the steps a PRM is judged on: every step up to and including the first wrong
+    one (the later ones are wrong by definition), as ProcessBench scores and the testbed PRM is trained."""
+    last = count if first_wrong is None else first_wrong + 1
+    return [(i, i != first_wrong) for i in range(last)]
+
+
+def right_steps(parts: list[str]) -> list[str]:
+    """Every right next step from the expression state ``parts`` (as written by :func:`solution`): each
+    legal single reduction, and the answer."""
+    out = [" ".join(reduce_at(parts, j)) for j in legal_ops(parts)] if len(parts) > 1 else []
+    return out + [f"Answer: {evaluate(' '.join(parts))}"]
+
+
 def is_complete(text: str) -> bool:
     """The solution ends with an ``Answer:`` line."""
     steps = split_solution(text)
@@ -244,7 +258,7 @@ def wrong_step(expr_or_parts: str | list[str], rng: random.Random, kind: str | N
     kind = kind or rng.choice(MISTAKES)
     j = canonical_next(parts)
     right = reduce_at(parts, j)
-    legal = {tuple(reduce_at(parts, i)) for i in legal_ops(parts)}
+    legal = set(right_steps(parts))
     final = len(parts) == 3
 
     def near(value: int) -> int:
@@ -303,6 +317,6 @@ def wrong_step(expr_or_parts: str | list[str], rng: random.Random, kind: str | N
         return f"Answer: {right[0]}" if int(right[0]) != value else None
     else:
         raise ValueError(f"unknown mistake {kind!r}; choose from {', '.join(MISTAKES)}")
-    if out is None or tuple(out) in legal or len(out) == 1:
+    if out is None or " ".join(out) in legal or len(out) == 1:
         return None
     return " ".join(out)
