@@ -123,7 +123,7 @@ def _strategy_help() -> str:
 @click.option("--step-scorer", type=click.Choice(["confidence_mean", "confidence_tail", "confidence_lowest_group"]),
               default=None, help="tree search: how steps are scored by token confidence (--prm scores them with a PRM instead).")
 @click.option("--step-delimiter", default=None, help="tree search: text that ends a step (\\n escapes allowed). Default a blank line.")
-@click.option("--prm", default=None, help="Process reward model: a local HF folder (read by its tts_prm.json) or 'testbed'; scores tree-search steps and best_of_n/weighted_majority candidates.")
+@click.option("--prm", default=None, help="Process reward model: a local HF folder (read by its tts_prm.json), 'testbed' or 'testbed-verifier'; scores tree-search steps and best_of_n/weighted_majority candidates.")
 @click.option("--aggregation", type=click.Choice(AGGREGATIONS), default=None,
               help="tree search: how a path's step scores combine into its score. Default last (min suits a PRM trained only up to the first wrong step, like the testbed's).")
 @click.option("--tree-select", type=click.Choice(["best", "weighted", "majority"]), default=None,

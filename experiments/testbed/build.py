@@ -1,10 +1,10 @@
-"""Build the whole testbed with one command: the policy, then the PRM trained on its samples, then the
-PRM's measurements against the exact step labels.
+"""Build the whole testbed with one command: the policy, the verifier (the policy trained further), the PRM
+trained on the policy's samples, then the PRM's measurements against the exact step labels.
 
-    .venv/bin/python experiments/testbed/build.py              # about 45 minutes on one core (policy ~25, PRM ~20)
+    .venv/bin/python experiments/testbed/build.py              # about 55 minutes on one core (policy ~25, verifier ~10, PRM ~20)
     .venv/bin/python experiments/testbed/build.py --skip-built # only what is missing (cached folders)
 
-The folders land in tts/testbed/policy and tts/testbed/prm (bf16 safetensors, committed); everything is
+The folders land in tts/testbed/policy, tts/testbed/verifier and tts/testbed/prm (bf16 safetensors, committed); everything is
 seeded, so a rebuild on the same software gives the same weights.
 """
 
@@ -39,6 +39,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             step("train_policy.py", "--steps", "1500", "--seed", "0", "--out", f"{tmp}/phase1")
             step("train_policy.py", "--init", f"{tmp}/phase1", "--steps", "2000", "--seed", "1")
+    if not (args.skip_built and built(common.VERIFIER_DIR)):
+        # The verifier: the policy trained 1500 steps further on a third seed's problems (a stronger
+        # model of the same task, read as a LikelihoodPRM). The relative path keeps training.json free
+        # of this machine's folders.
+        step("train_policy.py", "--init", "../../tts/testbed/policy", "--steps", "1500", "--seed", "2",
+             "--out", str(common.VERIFIER_DIR), "--verifier")
     if not (args.skip_built and built(common.PRM_DIR)):
         step("train_prm.py")
     if not args.no_eval:

@@ -61,7 +61,10 @@ def run_level(engine, level: str, n: int, args) -> dict[str, list[dict]]:
         for v in VERIFIERS for name in SCORED]
     shared = {"model": MODEL, "backend": "hf", "dataset": level, "seed": args.seed, "budget_tokens": None,
               "run_budget_tokens": None}
-    hashes = {s.name: config_hash({**shared, **s.config()}) for s in chosen}
+    # The PRM's weights are part of a [prm] run's configuration: a retrained PRM at the same path must
+    # not resume the old one's results.
+    prm_weights = lambda name: {"prm_weights": args.prm_weights} if name.endswith("[prm]") else {}  # noqa: E731
+    hashes = {s.name: config_hash({**shared, **s.config(), **prm_weights(s.name)}) for s in chosen}
     out = Path(args.runs) / f"{level}-n{n}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     writer = ResultsWriter(out, hashes)
@@ -77,6 +80,16 @@ def run_level(engine, level: str, n: int, args) -> dict[str, list[dict]]:
             on_result=lambda r, s=s: writer.write(result_record(r, config_hash=hashes[s.name], run_info=info))))
         print(f"  {level} n={n} {s.name}: {len(todo)} problems in {time.time() - started:.0f} s", flush=True)
     return {name: [r for r in writer.records_for([name])] for name in STRATEGIES}
+
+
+def weights_digest(prm: str) -> str:
+    """A short digest of the PRM folder's weights (``testbed``, ``testbed-verifier``: the committed ones)."""
+    import hashlib
+
+    from tts.testbed import ALIASES
+
+    folder = ALIASES.get(prm, Path(prm))
+    return hashlib.blake2b((folder / "model.safetensors").read_bytes(), digest_size=8).hexdigest()
 
 
 def paired(a: list[dict], b: list[dict], seed: int) -> dict:
@@ -102,6 +115,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     common.setup(args.seed)
+    args.prm_weights = weights_digest(args.prm)
 
     engine = backends.create("hf", str(common.POLICY_DIR))
     result: dict = {"settings": {k: str(v) for k, v in vars(args).items() if k != "out"}, "runs": []}

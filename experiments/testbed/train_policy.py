@@ -24,6 +24,11 @@ import common
 from common import stepwise
 
 ARCH = dict(hidden=128, layers=4, heads=2, intermediate=512)  # head_dim 64: vLLM's CPU attention takes it
+#: how tts.testbed.load_prm reads the verifier (the policy trained further): a LikelihoodPRM on the
+#: policy's own layout, a step scored by its least likely token
+VERIFIER_OPTIONS = {"kind": "likelihood", "format": "tagged", "question_prefix": "User: ",
+                    "question_separator": "\nAssistant: ", "step_tag": "\n", "step_join": "", "step_separator": "\n",
+                    "reduce": "min", "label": "testbed_verifier"}
 
 
 def encode_example(tok, expr: str) -> tuple[list[int], list[int]]:
@@ -56,6 +61,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=common.POLICY_DIR)
     ap.add_argument("--init", type=Path, default=None, help="start from this policy folder (a second phase)")
+    ap.add_argument("--verifier", action="store_true",
+                    help="write the folder as the testbed verifier: a tts_prm.json that reads it as a LikelihoodPRM")
     args = ap.parse_args()
 
     common.setup(args.seed)
@@ -100,7 +107,10 @@ def main() -> None:
                                                pad_token_id=tok.pad_token_id)
     info = {"what": "testbed policy for tts.data.stepwise (steps2..steps6)", "parameters": n_params,
             "arch": ARCH, "args": {k: str(v) for k, v in vars(args).items() if k != "out"}, "log": log}
-    common.save_model(model, tok, args.out, {"training.json": json.dumps(info, indent=1) + "\n"})
+    files = {"training.json": json.dumps(info, indent=1) + "\n"}
+    if args.verifier:
+        files[common.PRM_CONFIG] = json.dumps(VERIFIER_OPTIONS, indent=1) + "\n"
+    common.save_model(model, tok, args.out, files)
     print(f"saved {args.out} in {time.time() - started:.0f} s", flush=True)
 
 

@@ -34,9 +34,13 @@ weighted equally; progress is measured on held-out policy samples while it train
 The folder's tts_prm.json holds the verifier's settings, so ``tts.testbed.load_prm(folder)`` (and
 ``--prm``) load it with the PRM verifier unchanged.
 
-What it does not learn yet: ranking siblings (a right and a wrong step at the same index of the same
-problem; evaluate_prm's sibling AUROC is about 0.55), which is what beam search needs. A ranking loss
-between siblings (``--pair-weight 1``) did not change that.
+What it does not learn: ranking siblings (a right and a wrong step at the same index of the same
+problem; evaluate_prm's sibling AUROC is about 0.55), which is what beam search needs. It leans on how
+hard a problem and a line look. Tried, none above 0.65 (docs/performance.md): a ranking loss between
+siblings; the policy's token probabilities as an extra target at every token and tag; the policy
+trained further (tts/testbed/verifier) as the frozen base; unfreezing the base. That verifier's own
+token probabilities rank siblings at 0.96: the knowledge is in the base, but two new layers do not learn
+to compare a written token with what the position before it predicted. Search uses the verifier.
 
     .venv/bin/python experiments/testbed/train_prm.py
 """
@@ -152,17 +156,6 @@ def encode_all(prm, tok, samples):
     return rows
 
 
-def sibling_pairs(samples: list[dict], rows) -> list[tuple[int, int, int, int]]:
-    """(right row, its tag, wrong row, its tag): two of the policy's samples of the same problem whose
-    step i is right in one and the first wrong step in the other, as beam search compares them."""
-    by_slot: dict[tuple, tuple[list, list]] = {}
-    for r, s in enumerate(samples):
-        tags = [pos for pos, is_tag in zip(rows[r][1], rows[r][3]) if is_tag]
-        for i, right in stepwise.judged_steps(len(tags), s["first_wrong"]):
-            by_slot.setdefault((s["expression"], i), ([], []))[not right].append((r, tags[i]))
-    return [(a, ta, b, tb) for right, wrong in by_slot.values() for a, ta in right for b, tb in wrong]
-
-
 def add_layers(model, count: int):
     """Append ``count`` decoder layers that start as the identity (zero output projections), so the
     model computes exactly what it did until training moves them."""
@@ -197,8 +190,8 @@ def padded(group, pad_id: int):
 
 
 def held_out_scores(model, tok, eval_rows, good: int, bad: int) -> dict:
-    """Step AUROC per level of the model being trained, on held-out policy samples (evaluate_prm's
-    problems). Per level, because search compares steps of one problem: pooled over levels, a PRM that
+    """Step AUROC (pooled and among siblings) per level of the model being trained, on held-out policy
+    samples (evaluate_prm's problems). Per level, because search compares steps of one problem: pooled over levels, a PRM that
     scores the long expressions of steps5/6 (mostly wrong) a little higher than steps2's looks worse than
     chance while it ranks the steps of each level well."""
     import torch
@@ -215,10 +208,11 @@ def held_out_scores(model, tok, eval_rows, good: int, bad: int) -> dict:
     model.train()
     out = {}
     for level in stepwise.LEVELS:
-        records = [{"first_wrong": r["first_wrong"], "scores": sc} for r, sc in zip(eval_rows, scores)
-                   if r["level"] == level]
-        value = prm_metrics(records, 0.5)["step_auroc"]
-        out[f"auroc_{level}"] = None if value is None else round(value, 3)
+        records = [{"problem": r["problem"], "first_wrong": r["first_wrong"], "scores": sc}
+                   for r, sc in zip(eval_rows, scores) if r["level"] == level]
+        metrics = prm_metrics(records, 0.5)
+        for key, name in (("step_auroc", "auroc"), ("sibling_auroc", "sibling")):
+            out[f"{name}_{level}"] = None if metrics[key] is None else round(metrics[key], 3)
     return out
 
 
@@ -237,10 +231,9 @@ def main() -> None:
     ap.add_argument("--extra-layers", type=int, default=2, help="new layers on top of the policy's")
     ap.add_argument("--train-policy-layers", action="store_true",
                     help="train the policy's own layers and embeddings too (default: frozen)")
-    ap.add_argument("--pair-weight", type=float, default=0.0,
-                    help="weight of a ranking loss between siblings (0: none; 1.0 was tried and did not "
-                         "make the PRM rank siblings better: docs/performance.md)")
-    ap.add_argument("--pairs", type=int, default=8, help="sibling pairs per step")
+    ap.add_argument("--samples", type=Path, default=None,
+                    help="JSON file of the training samples: read if it exists, else written after sampling "
+                         "(several PRM runs on one policy then sample once)")
     ap.add_argument("--eval-problems", type=int, default=30, help="held-out problems per level for progress")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
@@ -253,12 +246,17 @@ def main() -> None:
     started = time.time()
     model, tok = common.load_policy(args.policy)
     exclude = common.held_out()
-    sampled = policy_samples(model, tok, args.per_level, args.k, (0.7, 1.2), args.seed, exclude)
-    made = mistake_samples(args.mistakes, args.seed, exclude)
+    if args.samples and args.samples.is_file():
+        cached = json.loads(args.samples.read_text())
+        sampled, made = cached["sampled"], cached["made"]
+    else:
+        sampled = policy_samples(model, tok, args.per_level, args.k, (0.7, 1.2), args.seed, exclude)
+        made = mistake_samples(args.mistakes, args.seed, exclude)
+        if args.samples:
+            args.samples.write_text(json.dumps({"sampled": sampled, "made": made}))
     samples = sampled + made
     prm = TokenLogitPRM(str(args.policy), device="cpu", **PRM_OPTIONS)  # the verifier's own encoder
     rows = encode_all(prm, tok, samples)
-    pairs = sibling_pairs(sampled, rows) if args.pair_weight > 0 else []
     labels = [x for _, _, ls, _ in rows for x in ls]
     wrong = labels.count(False)
     print(f"{len(sampled)} policy samples + {len(made)} controlled mistakes; {len(labels)} trained steps, "
@@ -274,7 +272,7 @@ def main() -> None:
                 row = labelled(level, p.metadata["expression"], text)
                 if row:
                     ids, positions = prm.encode(p, text)
-                    eval_rows.append({**row, "ids": ids, "positions": positions})
+                    eval_rows.append({**row, "problem": p.id, "ids": ids, "positions": positions})
 
     base = len(model.model.layers)
     add_layers(model, args.extra_layers)
@@ -302,16 +300,6 @@ def main() -> None:
         weight = class_weights[target] * torch.tensor(
             [args.tag_weight if is_tag else 1.0 for *_, tags in group for is_tag in tags])
         loss = (torch.nn.functional.cross_entropy(picked, target, reduction="none") * weight).sum() / weight.sum()
-        if pairs:
-            # Siblings: the right step must outscore the wrong one of the same problem (a logistic
-            # ranking loss on the +/- margin). Labels alone let the PRM lean on how hard a problem looks.
-            chosen = [pairs[rng.randrange(len(pairs))] for _ in range(args.pairs)]
-            group2 = [rows[i] for a, _, b, _ in chosen for i in (a, b)]
-            ids2, mask2 = padded(group2, tok.pad_token_id)
-            out = model(input_ids=ids2, attention_mask=mask2).logits
-            margin = out[..., good] - out[..., bad]
-            m = torch.stack([margin[2 * j, ta] - margin[2 * j + 1, tb] for j, (_, ta, _, tb) in enumerate(chosen)])
-            loss = loss + args.pair_weight * torch.nn.functional.softplus(-m).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

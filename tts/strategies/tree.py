@@ -356,8 +356,8 @@ _PRMS: dict[str, Any] = {}
 
 def prm_option(value: Any):
     """The ``prm`` option: a local PRM folder (read with its ``tts_prm.json`` when it has one, else as a
-    Math-Shepherd-style tagged PRM), ``"testbed"`` for the testbed's tiny PRM, or a PRM object. A folder
-    is loaded once per process, so every strategy of a run shares one model."""
+    Math-Shepherd-style tagged PRM), ``"testbed"`` or ``"testbed-verifier"`` for the testbed's, or a PRM
+    object. A folder is loaded once per process, so every strategy of a run shares one model."""
     if value is None or not isinstance(value, str):
         return value
     if value not in _PRMS:

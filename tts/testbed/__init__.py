@@ -1,4 +1,4 @@
-"""The laptop-scale testbed: a tiny policy and a tiny process reward model for the ``steps*`` datasets.
+"""The laptop-scale testbed: a tiny policy, a tiny process reward model and a verifier for the ``steps*`` datasets.
 
 Both are small Llama models (character-level tokenizer, bf16 safetensors, a few MB) trained on a CPU by
 ``experiments/testbed/build.py`` and shipped in this folder, so every strategy, PRM search included, can
@@ -12,6 +12,11 @@ paths); :func:`prm` returns the PRM as a :class:`tts.verifiers.prm.TokenLogitPRM
 ``tts_prm.json`` (tagged format laid out as the policy reads a problem and writes a solution, each step
 scored by ``+`` against ``-`` at the line break that ends it). It is trained on the steps up to the first
 wrong one, so combine its step scores with ``min`` (``--aggregation min``) in tree search.
+
+:data:`VERIFIER_DIR` holds the policy trained further, read as a
+:class:`tts.verifiers.prm.LikelihoodPRM` (``--prm testbed-verifier``): each step scores the lowest
+probability this stronger model gives one of its tokens. The trained PRM ranks two candidates for the
+same step near chance; the verifier ranks them well, so it is the one that makes search pay off.
 """
 
 from __future__ import annotations
@@ -22,10 +27,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 POLICY_DIR = HERE / "policy"
 PRM_DIR = HERE / "prm"
-#: the file in a PRM folder that says how the verifier reads it (TokenLogitPRM keyword arguments)
+#: the policy trained further (more steps on other problems): a stronger model of the same task, read as
+#: a LikelihoodPRM (a step scores its own tokens' probabilities under it)
+VERIFIER_DIR = HERE / "verifier"
+#: the file in a PRM folder that says how the verifier reads it: the PRM class's keyword arguments, and
+#: ``"kind"``: ``"token_logit"`` (default, TokenLogitPRM) or ``"likelihood"`` (LikelihoodPRM)
 PRM_CONFIG = "tts_prm.json"
-#: --prm names that mean the testbed's PRM
-ALIASES = ("testbed",)
+#: --prm names of the testbed's folders
+ALIASES = {"testbed": PRM_DIR, "testbed-verifier": VERIFIER_DIR}
+KINDS = ("token_logit", "likelihood")
 
 
 def prm_options(folder: str | Path) -> dict:
@@ -40,15 +50,19 @@ def prm_options(folder: str | Path) -> dict:
 
 
 def load_prm(folder: str | Path | None = None, **overrides):
-    """A TokenLogitPRM for a local PRM folder (default: the testbed's), configured by its tts_prm.json;
-    a folder without one is read as a Math-Shepherd-style PRM."""
-    from ..verifiers.prm import TokenLogitPRM
+    """The PRM of a local folder (default: the testbed's trained PRM; ``"testbed-verifier"``: the stronger
+    model read as a LikelihoodPRM), configured by its tts_prm.json; a folder without one is read as a
+    Math-Shepherd-style TokenLogitPRM."""
+    from ..verifiers.prm import LikelihoodPRM, TokenLogitPRM
 
-    folder = PRM_DIR if folder is None or str(folder) in ALIASES else Path(folder).expanduser()
+    folder = ALIASES.get(str(folder), PRM_DIR if folder is None else Path(folder).expanduser())
     if not (Path(folder) / "config.json").is_file():
         raise ValueError(f"PRM path {str(folder)!r} is not a Hugging Face model folder (no config.json there)")
     options = {**prm_options(folder), **overrides}
-    return TokenLogitPRM(str(folder), **options)
+    kind = options.pop("kind", "token_logit")
+    if kind not in KINDS:
+        raise ValueError(f"{Path(folder) / PRM_CONFIG}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    return (LikelihoodPRM if kind == "likelihood" else TokenLogitPRM)(str(folder), **options)
 
 
 def prm(**overrides):

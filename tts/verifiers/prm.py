@@ -1,12 +1,15 @@
 """Process reward models: one score per reasoning step, aggregated into one score per candidate.
 
-Two kinds, both on transformers (torch and transformers are imported when a model is first used):
+Three kinds, all on transformers (torch and transformers are imported when a model is first used):
 
 * :class:`TokenLogitPRM`: a causal LM trained to write a "good"/"bad" token after each step. The step
   score is the probability of the good token at the step tag, renormalised over {good, bad} when a bad
   token is configured (else over the whole vocabulary). ``format="tagged"`` appends ``step_tag`` after
   each step in one text (Math-Shepherd: tag ``" ки"``, tokens ``"+"``/``"-"``); ``format="chat"`` writes
   each step as a user turn and reads the assistant's first token (RLHFlow Llama3.1-8B-PRM: ``"+"``/``"-"``).
+* :class:`LikelihoodPRM`: any causal LM, read without step labels: a step scores the model's own
+  probability of its tokens (lowest or geometric mean), so a model stronger than the policy flags the
+  token where a step goes wrong. No "good" token, no training on step labels.
 * :class:`RewardHeadPRM`: a model with a per-token classification/reward head (Qwen2.5-Math-PRM). The
   steps are joined by ``step_token`` (``"<extra_0>"``) and the head's probability of ``positive_label``
   at each such token is the step score (one output logit: its sigmoid).
@@ -292,6 +295,53 @@ class TokenLogitPRM(_PRMBase):
                     probs = torch.softmax(at[:, [good, bad]], dim=-1)[:, 0]
                 out[i] = [float(p) for p in probs]
         return out, eng.cost(rows, len(groups))
+
+
+LIKELIHOOD_REDUCTIONS = ("min", "mean")
+
+
+@dataclass(frozen=True)
+class LikelihoodPRM(TokenLogitPRM):
+    """A causal LM as a process verifier without step labels: a step's score is the model's own
+    probability of the step's tokens, read in the same tagged layout (the lowest token probability,
+    ``reduce="min"``, or their geometric mean, ``"mean"``). A model stronger than the policy at the task
+    gives a wrong step a low score at the token where it goes wrong (the digit it would not have written).
+    The tag and the good/bad tokens are not read; only ``format="tagged"`` is supported."""
+
+    reduce: str = "min"
+    label: str = "likelihood_prm"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.format != "tagged":
+            raise ValueError(f"LikelihoodPRM reads the tagged format only, got format={self.format!r}")
+        if self.reduce not in LIKELIHOOD_REDUCTIONS:
+            raise ValueError(f"LikelihoodPRM.reduce must be one of {', '.join(LIKELIHOOD_REDUCTIONS)}, got {self.reduce!r}")
+
+    def _score_steps(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
+        eng = self.engine()
+        torch = eng.torch
+        encoded = [self.encode(problem, t) for t in texts]
+        rows = [e[0] for e in encoded]
+        start = len(eng.bos() + eng.ids(self.question_prefix + question_of(problem) + self.question_separator))
+        out: list[list[float]] = [[] for _ in texts]
+        groups = eng.batches(rows, self.max_batch)
+        for group in groups:
+            logits, _ = eng.forward([rows[i] for i in group])
+            logp = torch.log_softmax(logits, dim=-1)
+            for b, i in enumerate(group):
+                ids, tags = encoded[i]
+                # token j is predicted at position j - 1; step k's own tokens end before its tag
+                token_logp = logp[b, :len(ids) - 1].gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+                bounds = zip([start] + [t + 1 for t in tags[:-1]], tags)
+                out[i] = [self._reduce(token_logp[a - 1:t - 1]) for a, t in bounds]
+        return out, eng.cost(rows, len(groups))
+
+    def _reduce(self, token_logp) -> float:
+        if token_logp.numel() == 0:
+            return 1.0
+        value = token_logp.min() if self.reduce == "min" else token_logp.mean()
+        return float(value.exp())
 
 
 @dataclass(frozen=True)
