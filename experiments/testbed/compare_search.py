@@ -1,8 +1,9 @@
 """Search against sampling on the testbed: beam search and DVTS against best-of-N and majority voting, at
 equal N (equal generated tokens), on the harder stepwise levels, with two step verifiers:
 
-* ``[prm]``: the testbed's trained PRM (step scores combined by their minimum; best-of-N takes the
-  candidate whose worst step scores best);
+* ``[prm]``: the PRM of ``--prm`` (default the testbed's trained PRM; ``--prm testbed-verifier`` for the
+  stronger model read as a LikelihoodPRM); step scores combined by their minimum, best-of-N takes the
+  candidate whose worst step scores best;
 * ``[conf]``: the policy's own token confidence (mean logprob of a step's tokens, no second model),
   which on these samples tells a wrong step from a right one with step AUROC 0.80-0.93.
 
@@ -20,6 +21,12 @@ lines for one (level, N)::
         --expansions 4 --aggregation min
 
     .venv/bin/python experiments/testbed/compare_search.py --out experiments/testbed/results/search.json
+    .venv/bin/python experiments/testbed/compare_search.py --prm testbed-verifier \
+        --out experiments/testbed/results/search_verifier.json
+
+Results files are resumed per strategy; a [prm] run's configuration includes a digest of the PRM's
+weights, so a results folder written with another PRM is refused with an error instead of resumed (give
+each PRM its own ``--runs`` folder).
 """
 
 from __future__ import annotations
