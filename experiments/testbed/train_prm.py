@@ -191,9 +191,9 @@ def padded(group, pad_id: int):
 
 def held_out_scores(model, tok, eval_rows, good: int, bad: int) -> dict:
     """Step AUROC (pooled and among siblings) per level of the model being trained, on held-out policy
-    samples (evaluate_prm's problems). Per level, because search compares steps of one problem: pooled over levels, a PRM that
-    scores the long expressions of steps5/6 (mostly wrong) a little higher than steps2's looks worse than
-    chance while it ranks the steps of each level well."""
+    samples (evaluate_prm's problems). Per level, because search compares steps of one problem: pooled
+    over levels, a PRM that scores the long expressions of steps5/6 (mostly wrong) a little higher than
+    steps2's looks worse than chance while it ranks the steps of each level well."""
     import torch
 
     model.eval()

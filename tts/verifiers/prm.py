@@ -278,23 +278,32 @@ class TokenLogitPRM(_PRMBase):
 
     def _score_steps(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
         eng = self.engine()
-        torch = eng.torch
-        good = eng.single_id(self.good_token, "TokenLogitPRM.good_token")
-        bad = eng.single_id(self.bad_token, "TokenLogitPRM.bad_token") if self.bad_token is not None else None
         encoded = [self.encode(problem, t) for t in texts]
         rows = [e[0] for e in encoded]
+        read = self._reader(problem)
         out: list[list[float]] = [[] for _ in texts]
         groups = eng.batches(rows, self.max_batch)
         for group in groups:
             logits, _ = eng.forward([rows[i] for i in group])
             for b, i in enumerate(group):
-                at = logits[b, encoded[i][1]]  # [steps, vocab]
-                if bad is None:
-                    probs = torch.softmax(at, dim=-1)[:, good]
-                else:
-                    probs = torch.softmax(at[:, [good, bad]], dim=-1)[:, 0]
-                out[i] = [float(p) for p in probs]
+                out[i] = read(logits[b], *encoded[i])
         return out, eng.cost(rows, len(groups))
+
+    def _reader(self, problem: Problem):
+        """How one input's logits ([tokens, vocab]), its ids and its step positions become step scores:
+        the good token's probability at each step tag."""
+        eng = self.engine()
+        torch = eng.torch
+        good = eng.single_id(self.good_token, "TokenLogitPRM.good_token")
+        bad = eng.single_id(self.bad_token, "TokenLogitPRM.bad_token") if self.bad_token is not None else None
+
+        def read(logits, ids: list[int], positions: list[int]) -> list[float]:
+            at = logits[positions]  # [steps, vocab]
+            if bad is None:
+                return [float(p) for p in torch.softmax(at, dim=-1)[:, good]]
+            return [float(p) for p in torch.softmax(at[:, [good, bad]], dim=-1)[:, 0]]
+
+        return read
 
 
 LIKELIHOOD_REDUCTIONS = ("min", "mean")
@@ -318,24 +327,21 @@ class LikelihoodPRM(TokenLogitPRM):
         if self.reduce not in LIKELIHOOD_REDUCTIONS:
             raise ValueError(f"LikelihoodPRM.reduce must be one of {', '.join(LIKELIHOOD_REDUCTIONS)}, got {self.reduce!r}")
 
-    def _score_steps(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
+    def _reader(self, problem: Problem):
+        """Step scores from the probabilities of each step's own tokens (its tag not included)."""
         eng = self.engine()
         torch = eng.torch
-        encoded = [self.encode(problem, t) for t in texts]
-        rows = [e[0] for e in encoded]
         start = len(eng.bos() + eng.ids(self.question_prefix + question_of(problem) + self.question_separator))
-        out: list[list[float]] = [[] for _ in texts]
-        groups = eng.batches(rows, self.max_batch)
-        for group in groups:
-            logits, _ = eng.forward([rows[i] for i in group])
-            logp = torch.log_softmax(logits, dim=-1)
-            for b, i in enumerate(group):
-                ids, tags = encoded[i]
-                # token j is predicted at position j - 1; step k's own tokens end before its tag
-                token_logp = logp[b, :len(ids) - 1].gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
-                bounds = zip([start] + [t + 1 for t in tags[:-1]], tags)
-                out[i] = [self._reduce(token_logp[a - 1:t - 1]) for a, t in bounds]
-        return out, eng.cost(rows, len(groups))
+
+        def read(logits, ids: list[int], tags: list[int]) -> list[float]:
+            # token j is predicted at position j - 1; step k's tokens run from the end of the one before
+            # (or of the question) up to its tag
+            logp = torch.log_softmax(logits[:len(ids) - 1], dim=-1)
+            token_logp = logp.gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+            bounds = zip([start] + [t + 1 for t in tags[:-1]], tags)
+            return [self._reduce(token_logp[a - 1:t - 1]) for a, t in bounds]
+
+        return read
 
     def _reduce(self, token_logp) -> float:
         if token_logp.numel() == 0:
