@@ -57,7 +57,8 @@ def load_prm(folder: str | Path | None = None, **overrides):
 
     folder = ALIASES.get(str(folder), PRM_DIR if folder is None else Path(folder).expanduser())
     if not (Path(folder) / "config.json").is_file():
-        raise ValueError(f"PRM path {str(folder)!r} is not a Hugging Face model folder (no config.json there)")
+        raise ValueError(f"PRM path {str(folder)!r} is not a Hugging Face model folder (no config.json there); "
+                         f"give a local model folder or one of: {', '.join(ALIASES)}")
     options = {**prm_options(folder), **overrides}
     kind = options.pop("kind", "token_logit")
     if kind not in KINDS:
