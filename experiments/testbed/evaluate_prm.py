@@ -118,6 +118,8 @@ def main() -> None:
     ap.add_argument("--threshold", default=0.5, type=lambda v: v if v == "auto" else float(v),
                     help="step score below which a step is called wrong, or 'auto': chosen on other problems")
     ap.add_argument("--prm", default=None, help="PRM folder (default: the committed testbed PRM)")
+    ap.add_argument("--policy", default=None,
+                    help="model folder that writes the samples (default: the testbed policy)")
     ap.add_argument("--out", type=Path, default=None, help="write the measurements here as JSON")
     args = ap.parse_args()
 
@@ -125,7 +127,7 @@ def main() -> None:
     import tts.testbed
 
     started = time.time()
-    model, tok = common.load_policy()
+    model, tok = common.load_policy(args.policy)
     prm = tts.testbed.load_prm(args.prm, device="cpu", max_batch=64)
     if args.threshold == "auto":
         # Chosen on other problems (seed + 1), never on the ones measured: the threshold that maximises
