@@ -107,6 +107,8 @@ def main() -> None:
                                                pad_token_id=tok.pad_token_id)
     info = {"what": "testbed policy for tts.data.stepwise (steps2..steps6)", "parameters": n_params,
             "arch": ARCH, "args": {k: str(v) for k, v in vars(args).items() if k != "out"}, "log": log}
+    if args.init is not None and args.init.is_absolute():
+        info["args"]["init"] = args.init.name  # a temporary folder's path says nothing on another machine
     files = {"training.json": json.dumps(info, indent=1) + "\n"}
     if args.verifier:
         files[common.PRM_CONFIG] = json.dumps(VERIFIER_OPTIONS, indent=1) + "\n"
