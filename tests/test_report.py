@@ -221,3 +221,22 @@ def test_report_votes_with_the_stored_vote_key(tmp_path):
     with_key = rep.summarize_records([keyed], resamples=50)["curve"][-1]["maj_at_k"]
     without = rep.summarize_records([plain], resamples=50)["curve"][-1]["maj_at_k"]
     assert with_key == 1.0 and without == 0.0
+
+
+def test_auroc_matches_counting_pairs_with_ties_half():
+    from tts.metrics import auroc, grouped_auroc
+
+    def brute(pos, neg):
+        return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+
+    rng = random.Random(3)
+    groups = [([rng.choice([0.1, 0.2, 0.5, 0.9]) for _ in range(rng.randint(1, 6))],
+               [rng.choice([0.1, 0.2, 0.5, 0.9]) for _ in range(rng.randint(1, 6))]) for _ in range(20)]
+    for pos, neg in groups:
+        assert auroc(pos, neg) == pytest.approx(brute(pos, neg))
+    assert auroc([], [0.5]) is None and auroc([0.5], []) is None
+    value, pairs = grouped_auroc(groups + [([0.3], [])])
+    wins = sum(brute(p, n) * len(p) * len(n) for p, n in groups)
+    assert pairs == sum(len(p) * len(n) for p, n in groups)
+    assert value == pytest.approx(wins / pairs)
+    assert grouped_auroc([([0.2], [])]) == (None, 0)

@@ -6,6 +6,7 @@ import pytest
 
 from tts import data
 from tts.data import stepwise
+from tts.metrics import auroc, grouped_auroc
 
 
 def test_canonical_solution_is_one_operation_per_line():
@@ -153,6 +154,24 @@ def test_prm_reads_the_policy_layout_and_scores_at_each_line_break():
         policy_view[: i + 1] for i, ch in enumerate(policy_view) if ch == "\n" and i > policy_view.index("Assistant")]
 
 
+def judged_scores(backend, prm, limit: int, n: int) -> list[tuple[int, int, bool, float]]:
+    """(problem index, step index, right?, score) for every judged step (up to the first wrong one) of
+    ``n`` policy samples per held-out steps3 problem, sampled through the hf backend and scored by ``prm``."""
+    import asyncio
+
+    from tts.backends.base import GenerationRequest
+    from tts.types import SamplingParams
+
+    out = []
+    for i, problem in enumerate(data.load("steps3", limit=limit, seed=1)):
+        request = GenerationRequest(problem.chat(), SamplingParams(n=n, temperature=0.7, max_tokens=96, seed=i))
+        texts = [c.text for c in asyncio.run(backend.generate(request)).completions]
+        for text, scores in zip(texts, prm.step_scores(problem, texts)):
+            labels = stepwise.StepLabels.of(problem.metadata["expression"], text)
+            out += [(i, k, right, scores[k]) for k, right in stepwise.judged_steps(len(scores), labels.first_wrong)]
+    return out
+
+
 @pytest.mark.slow
 def test_prm_tells_the_policys_wrong_steps_from_its_right_ones(testbed_backend):
     """The PRM scores the policy's wrong steps below its right ones, pooled over problems (step AUROC as
@@ -160,24 +179,14 @@ def test_prm_tells_the_policys_wrong_steps_from_its_right_ones(testbed_backend):
     (never trained on), the policy's own samples through the hf backend, every step up to the first
     wrong one labelled by the exact checker; measured 0.81. Not tested, because not yet true: ranking
     siblings (steps of the same problem, what beam search compares), about 0.5 (docs/performance.md)."""
-    import asyncio
-
     import tts.testbed
-    from tts.backends.base import GenerationRequest
-    from tts.types import SamplingParams
 
-    prm = tts.testbed.prm(device="cpu", max_batch=64)
-    right, wrong = [], []
-    for i, problem in enumerate(data.load("steps3", limit=40, seed=1)):
-        request = GenerationRequest(problem.chat(), SamplingParams(n=3, temperature=0.7, max_tokens=96, seed=i))
-        texts = [c.text for c in asyncio.run(testbed_backend.generate(request)).completions]
-        for text, scores in zip(texts, prm.step_scores(problem, texts)):
-            labels = stepwise.StepLabels.of(problem.metadata["expression"], text)
-            for k, is_right in stepwise.judged_steps(len(scores), labels.first_wrong):
-                (right if is_right else wrong).append(scores[k])
+    judged = judged_scores(testbed_backend, tts.testbed.prm(device="cpu", max_batch=64), limit=40, n=3)
+    right = [score for _, _, is_right, score in judged if is_right]
+    wrong = [score for _, _, is_right, score in judged if not is_right]
     assert len(right) >= 40 and len(wrong) >= 20, (len(right), len(wrong))
-    auroc = sum((r > w) + 0.5 * (r == w) for r in right for w in wrong) / (len(right) * len(wrong))
-    assert auroc >= 0.65, auroc
+    value = auroc(right, wrong)
+    assert value >= 0.65, value
 
 
 def test_verifier_scores_a_step_by_its_least_likely_token():
@@ -221,27 +230,15 @@ def test_verifier_ranks_sibling_steps_of_the_policy(testbed_backend):
     """What beam search asks of a step scorer: among the policy's samples of one problem, a right step
     scores above a wrong one at the same index (sibling AUROC, as evaluate_prm reports it). Held-out
     steps3 problems; measured 0.96 (79 pairs). The trained PRM ranks siblings near chance (0.5)."""
-    import asyncio
-
     import tts.testbed
-    from tts.backends.base import GenerationRequest
-    from tts.types import SamplingParams
 
     verifier = tts.testbed.load_prm("testbed-verifier", device="cpu", max_batch=64)
-    wins = pairs = 0.0
-    for i, problem in enumerate(data.load("steps3", limit=30, seed=1)):
-        request = GenerationRequest(problem.chat(), SamplingParams(n=4, temperature=0.7, max_tokens=96, seed=i))
-        texts = [c.text for c in asyncio.run(testbed_backend.generate(request)).completions]
-        slots: dict[int, tuple[list, list]] = {}
-        for text, scores in zip(texts, verifier.step_scores(problem, texts)):
-            labels = stepwise.StepLabels.of(problem.metadata["expression"], text)
-            for k, is_right in stepwise.judged_steps(len(scores), labels.first_wrong):
-                slots.setdefault(k, ([], []))[not is_right].append(scores[k])
-        for right, wrong in slots.values():
-            wins += sum((r > w) + 0.5 * (r == w) for r in right for w in wrong)
-            pairs += len(right) * len(wrong)
+    slots: dict[tuple[int, int], tuple[list, list]] = {}
+    for problem, k, is_right, score in judged_scores(testbed_backend, verifier, limit=30, n=4):
+        slots.setdefault((problem, k), ([], []))[not is_right].append(score)
+    value, pairs = grouped_auroc(slots.values())
     assert pairs >= 20, pairs
-    assert wins / pairs >= 0.8, wins / pairs
+    assert value >= 0.8, value
 
 
 @pytest.mark.slow

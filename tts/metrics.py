@@ -1,4 +1,5 @@
-"""Accuracy metrics over result records: pass@k, intervals, per-strategy summaries."""
+"""Accuracy metrics over result records: pass@k, intervals, per-strategy summaries; AUROC for how well a
+verifier's scores separate right from wrong."""
 
 from __future__ import annotations
 
@@ -44,6 +45,35 @@ class Summary:
     prompt_tokens: int
     flops: float
     wall_seconds: float
+
+
+def auroc(pos: Sequence[float], neg: Sequence[float]) -> float | None:
+    """P(score of a random positive > score of a random negative), ties counted half (rank-based, so
+    O(n log n)); None when either side is empty."""
+    if not pos or not neg:
+        return None
+    ranked = sorted([(s, 1) for s in pos] + [(s, 0) for s in neg])
+    rank_sum, i = 0.0, 0
+    while i < len(ranked):
+        j = i
+        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
+            j += 1
+        mean_rank = (i + j + 1) / 2  # ranks are 1-based
+        rank_sum += mean_rank * sum(lab for _, lab in ranked[i:j])
+        i = j
+    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+
+
+def grouped_auroc(groups: Iterable[tuple[Sequence[float], Sequence[float]]]) -> tuple[float | None, int]:
+    """AUROC over (positive, negative) pairs taken only within each group (e.g. a right and a wrong step
+    at the same index of the same problem, what a search compares), and the number of such pairs."""
+    wins = pairs = 0.0
+    for pos, neg in groups:
+        value = auroc(pos, neg)
+        if value is not None:
+            wins += value * len(pos) * len(neg)
+            pairs += len(pos) * len(neg)
+    return (wins / pairs if pairs else None), int(pairs)
 
 
 def summarize(strategy: str, records: Sequence[Mapping], wall_seconds: float | None = None) -> Summary:

@@ -24,38 +24,17 @@ from pathlib import Path
 
 import common
 from common import stepwise
-
-
-def auroc(pos: list[float], neg: list[float]) -> float | None:
-    """P(score of a random positive > score of a random negative), ties count half."""
-    if not pos or not neg:
-        return None
-    ranked = sorted([(s, 1) for s in pos] + [(s, 0) for s in neg])
-    rank_sum, i = 0.0, 0
-    while i < len(ranked):
-        j = i
-        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
-            j += 1
-        mean_rank = (i + j + 1) / 2  # ranks are 1-based
-        rank_sum += mean_rank * sum(lab for _, lab in ranked[i:j])
-        i = j
-    return (rank_sum - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+from tts.metrics import auroc, grouped_auroc
 
 
 def sibling_auroc(records: list[dict]) -> float | None:
     """Step AUROC among siblings only: a right and a wrong step at the same index of the same problem
     (what beam search compares). The pooled step AUROC also rewards knowing which problems are hard."""
-    wins = pairs = 0.0
     by_slot: dict[tuple, tuple[list, list]] = {}
     for r in records:
         for i, right in stepwise.judged_steps(len(r["scores"]), r["first_wrong"]):
             by_slot.setdefault((r.get("problem"), i), ([], []))[not right].append(r["scores"][i])
-    for right, wrong in by_slot.values():
-        for a in right:
-            for b in wrong:
-                wins += (a > b) + 0.5 * (a == b)
-                pairs += 1
-    return wins / pairs if pairs else None
+    return grouped_auroc(by_slot.values())[0]
 
 
 def prm_metrics(records: list[dict], threshold: float) -> dict:

@@ -246,6 +246,11 @@ class TokenLogitPRM(_PRMBase):
     def _load(self) -> _HFModel:
         return _HFModel(self.model, "causal_lm", self.device, self.dtype)
 
+    def _question_ids(self, problem: Problem) -> list[int]:
+        """Tagged format: the ids before the first step (BOS, prefix, question, separator)."""
+        eng = self.engine()
+        return eng.bos() + eng.ids(self.question_prefix + question_of(problem) + self.question_separator)
+
     def encode(self, problem: Problem, text: str) -> tuple[list[int], list[int]]:
         """Token ids of the PRM input and the positions whose next-token logits score each step."""
         eng = self.engine()
@@ -254,7 +259,7 @@ class TokenLogitPRM(_PRMBase):
         if self.format == "tagged":
             # Built piece by piece, so a tag can never merge with the text around it and every
             # position is known exactly.
-            ids = eng.bos() + eng.ids(self.question_prefix + question + self.question_separator)
+            ids = self._question_ids(problem)
             tag = eng.ids(self.step_tag)
             positions = []
             for k, step in enumerate(steps):
@@ -331,7 +336,7 @@ class LikelihoodPRM(TokenLogitPRM):
         """Step scores from the probabilities of each step's own tokens (its tag not included)."""
         eng = self.engine()
         torch = eng.torch
-        start = len(eng.bos() + eng.ids(self.question_prefix + question_of(problem) + self.question_separator))
+        start = len(self._question_ids(problem))
 
         def read(logits, ids: list[int], tags: list[int]) -> list[float]:
             # token j is predicted at position j - 1; step k's tokens run from the end of the one before
