@@ -21,8 +21,9 @@ same step near chance; the verifier ranks them well, so it is the one that makes
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from ..verifiers.prm import FOLDER_CONFIG, load_folder
 
 HERE = Path(__file__).resolve().parent
 POLICY_DIR = HERE / "policy"
@@ -30,40 +31,20 @@ PRM_DIR = HERE / "prm"
 #: the policy trained further (more steps on other problems): a stronger model of the same task, read as
 #: a LikelihoodPRM (a step scores its own tokens' probabilities under it)
 VERIFIER_DIR = HERE / "verifier"
-#: the file in a PRM folder that says how the verifier reads it: the PRM class's keyword arguments, and
-#: ``"kind"``: ``"token_logit"`` (default, TokenLogitPRM) or ``"likelihood"`` (LikelihoodPRM)
-PRM_CONFIG = "tts_prm.json"
+#: the file in a PRM folder that says how the verifier reads it (tts.verifiers.prm.load_folder)
+PRM_CONFIG = FOLDER_CONFIG
 #: --prm names of the testbed's folders
 ALIASES = {"testbed": PRM_DIR, "testbed-verifier": VERIFIER_DIR}
-KINDS = ("token_logit", "likelihood")
-
-
-def prm_options(folder: str | Path) -> dict:
-    """TokenLogitPRM keyword arguments stored in a PRM folder's tts_prm.json ({} when there is none)."""
-    path = Path(folder) / PRM_CONFIG
-    if not path.is_file():
-        return {}
-    options = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(options, dict):
-        raise ValueError(f"{path} must hold a JSON object of TokenLogitPRM options")
-    return options
 
 
 def load_prm(folder: str | Path | None = None, **overrides):
     """The PRM of a local folder (default: the testbed's trained PRM; ``"testbed-verifier"``: the stronger
-    model read as a LikelihoodPRM), configured by its tts_prm.json; a folder without one is read as a
-    Math-Shepherd-style TokenLogitPRM."""
-    from ..verifiers.prm import LikelihoodPRM, TokenLogitPRM
-
+    model read as a LikelihoodPRM), read by :func:`tts.verifiers.prm.load_folder`."""
     folder = ALIASES.get(str(folder), PRM_DIR if folder is None else Path(folder).expanduser())
     if not (Path(folder) / "config.json").is_file():
         raise ValueError(f"PRM path {str(folder)!r} is not a Hugging Face model folder (no config.json there); "
                          f"give a local model folder or one of: {', '.join(ALIASES)}")
-    options = {**prm_options(folder), **overrides}
-    kind = options.pop("kind", "token_logit")
-    if kind not in KINDS:
-        raise ValueError(f"{Path(folder) / PRM_CONFIG}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    return (LikelihoodPRM if kind == "likelihood" else TokenLogitPRM)(str(folder), **options)
+    return load_folder(folder, **overrides)
 
 
 def prm(**overrides):

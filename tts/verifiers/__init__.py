@@ -20,7 +20,7 @@ _LAZY = {
     "extract_math_answer": "math", "Extraction": "math", "grade_answer": "math",
     "Sandbox": "code", "CodeVerifier": "code", "TestResult": "code", "run_tests": "code",
     "run_tests_many": "code",
-    "TokenLogitPRM": "prm", "LikelihoodPRM": "prm", "RewardHeadPRM": "prm", "aggregate": "prm",
+    "TokenLogitPRM": "prm", "LikelihoodPRM": "prm", "load_folder": "prm", "RewardHeadPRM": "prm", "aggregate": "prm",
     "SequenceClassifierORM": "orm",
     "LLMJudge": "judge",
 }

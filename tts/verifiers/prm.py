@@ -23,15 +23,21 @@ forward FLOPs and one call per forward to the ledger.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from ..budget import Ledger, ModelShape
 from ..types import Completion, Problem
 
 AGGREGATIONS = ("last", "min", "product", "mean")
+#: the file in a local PRM folder that says how to read it: the PRM class's keyword arguments, and
+#: ``"kind"``: ``"token_logit"`` (default, TokenLogitPRM) or ``"likelihood"`` (LikelihoodPRM)
+FOLDER_CONFIG = "tts_prm.json"
+FOLDER_KINDS = ("token_logit", "likelihood")
 FORMATS = ("tagged", "chat")
 MODEL_CLASSES = ("token_classification", "auto_remote")
 
@@ -433,3 +439,17 @@ class RewardHeadPRM(_PRMBase):
                 probs = torch.sigmoid(at[:, 0]) if at.shape[-1] == 1 else torch.softmax(at, dim=-1)[:, self.positive_label]
                 out[i] = [float(p) for p in probs]
         return out, eng.cost(rows, len(groups))
+
+
+def load_folder(folder: str | Path, **overrides) -> TokenLogitPRM:
+    """The PRM of a local model folder, configured by its tts_prm.json (``overrides`` win); a folder
+    without one is read as a Math-Shepherd-style TokenLogitPRM."""
+    path = Path(folder) / FOLDER_CONFIG
+    options = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not isinstance(options, dict):
+        raise ValueError(f"{path} must hold a JSON object of PRM options")
+    options = {**options, **overrides}
+    kind = options.pop("kind", "token_logit")
+    if kind not in FOLDER_KINDS:
+        raise ValueError(f"{path}: kind must be one of {', '.join(FOLDER_KINDS)}, got {kind!r}")
+    return (LikelihoodPRM if kind == "likelihood" else TokenLogitPRM)(str(folder), **options)
