@@ -39,19 +39,18 @@ def code_from_text(text: str) -> str:
 
 
 def humaneval_grade(metadata: Mapping, timeout: float = HUMANEVAL_TIMEOUT) -> Grade:
-    """Runs prompt + completion + the problem's tests in the code verifier's sandbox (separate process,
-    resource limits, no network, scrubbed environment): the completion is model-written code."""
+    """Grades a completion by the problem's tests in the kernel sandbox (tts.sandbox): the completion
+    runs in one sandbox, the tests in another, and the verdict is the tests'."""
     problem = {k: metadata[k] for k in ("task_id", "prompt", "test", "entry_point")}
 
     def grade(answer: str | None, reference: str) -> bool:
         if not answer:
             return False
-        from ..verifiers.code import Sandbox, humaneval_program, run_tests
+        from ..verifiers.code import Sandbox, humaneval_job, run_tests
 
         # a completion may be the body only or the whole function; after the prompt's docstring-only
         # definition, a whole function simply redefines it, so both run as written
-        program, tests = humaneval_program(problem, "\n" + code_from_text(answer))
-        return run_tests(program, tests, Sandbox(timeout_s=timeout)).passed
+        return run_tests(sandbox=Sandbox(timeout_s=timeout), **humaneval_job(problem, "\n" + code_from_text(answer))).passed
 
     return grade
 
