@@ -191,6 +191,13 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
         problems = data.load(dataset, limit=limit, seed=seed, **data_options)
     except data.DatasetError as exc:
         _fail(str(exc))
+    from .data.grading import check_graders_runnable
+    from .sandbox import SandboxUnavailable
+
+    try:
+        check_graders_runnable(problems)
+    except SandboxUnavailable as exc:
+        _fail(f"--dataset {dataset}: {exc}")
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
     from .strategies.forcing import policy_from_options, with_forcing
 

@@ -55,6 +55,18 @@ def humaneval_grade(metadata: Mapping, timeout: float = HUMANEVAL_TIMEOUT) -> Gr
     return grade
 
 
+def check_graders_runnable(problems) -> None:
+    """Refuse a run at its start, not at its first grade, when a problem's grader cannot run here: a
+    checker that executes model-written code needs the kernel sandbox (raises SandboxUnavailable)."""
+    if any(p.metadata.get("checker") in CODE_CHECKERS for p in problems):
+        from ..sandbox import require_isolation
+
+        require_isolation()
+
+
+#: checkers that run model-written code
+CODE_CHECKERS = ("humaneval",)
+
 CHECKERS: dict[str, Callable[[Problem], Grade]] = {
     "expression": lambda p: expression_grade(p.metadata["numbers"], p.metadata["target"]),
     "humaneval": lambda p: humaneval_grade(p.metadata),

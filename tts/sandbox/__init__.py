@@ -121,6 +121,26 @@ def _binds() -> list[str]:
     return paths
 
 
+def _hidden() -> list[str]:
+    """Folders inside the bound ones that the sandbox must not see: installed packages (a dataset's
+    files, such as HumanEval's tests, may live there), each masked with an empty read-only tmpfs. The
+    sandboxed interpreter has the standard library only."""
+    import glob
+    import site
+    import sysconfig
+
+    base = {"base": sys.base_prefix, "platbase": sys.base_prefix}
+    candidates = [sysconfig.get_path("purelib", vars=base), sysconfig.get_path("platlib", vars=base),
+                  *site.getsitepackages(), site.getusersitepackages(),
+                  *glob.glob("/usr/lib/python3*/*-packages"), *glob.glob("/usr/local/lib/python3*/*-packages")]
+    found = []
+    for p in candidates:
+        real = os.path.realpath(p)
+        if os.path.isdir(real) and real not in found:
+            found.append(real)
+    return found
+
+
 def _host_problem() -> str | None:
     """What this machine lacks for kernel isolation, before trying it."""
     if sys.platform != "linux":
@@ -237,7 +257,7 @@ class _Workspace:
         uid = 0x40000000 + secrets.randbelow(0x3FFF0000)  # an unprivileged uid nobody else uses
         job = {
             **job, "role": role, "isolate": isolate, "uid": uid, "gid": uid, "root": root,
-            "cgroups": group.paths if group else [], "binds": _binds(),
+            "cgroups": group.paths if group else [], "binds": _binds(), "hidden": _hidden(),
             "cpu_s": box.cpu_s, "memory_mb": box.memory_mb, "file_size_mb": box.file_size_mb,
             "disk_mb": box.disk_mb, "max_processes": box.max_processes,
             "env": {**BASE_ENV, **({"HOME": root, "TMPDIR": root} if not isolate else {}), **box.env},

@@ -121,16 +121,19 @@ def enter_user_namespace(uid: int, gid: int, inside: int = 65534) -> None:
     _check(_libc.syscall(SYS_CAPSET, ctypes.byref(header), ctypes.byref(data)), "dropping capabilities")
 
 
-def set_limits(cpu_s: int, memory_bytes: int, file_bytes: int, processes: int, open_files: int = 256) -> None:
-    """Per-process limits under the sandbox's cgroup (which caps the whole tree)."""
-    for which, value, hard in (
+def set_limits(cpu_s: int, memory_bytes: int, file_bytes: int, processes: int | None, open_files: int = 256) -> None:
+    """Per-process limits under the sandbox's cgroup (which caps the whole tree); ``processes`` None
+    leaves the process count alone (without a uid of its own it would count the user's processes)."""
+    limits = [
         (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),  # soft sends SIGXCPU, hard kills a program ignoring it
         (resource.RLIMIT_AS, memory_bytes, memory_bytes),
         (resource.RLIMIT_FSIZE, file_bytes, file_bytes),
         (resource.RLIMIT_CORE, 0, 0),
-        (resource.RLIMIT_NPROC, processes, processes),
         (resource.RLIMIT_NOFILE, open_files, open_files),
-    ):
+    ]
+    if processes is not None:
+        limits.append((resource.RLIMIT_NPROC, processes, processes))
+    for which, value, hard in limits:
         try:
             resource.setrlimit(which, (value, hard))
         except (ValueError, OSError) as exc:

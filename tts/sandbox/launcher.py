@@ -85,6 +85,10 @@ def build_root(job: dict) -> None:
             os.symlink(os.readlink(path), root + path)
         elif os.path.exists(path):
             jail.bind_readonly(path, root + path)
+    for path in job["hidden"]:
+        if os.path.isdir(root + path):
+            jail.mount("tmpfs", root + path, "tmpfs", jail.MS_RDONLY | jail.MS_NOSUID | jail.MS_NODEV, "size=4k",
+                       f"hiding {path}")
     os.makedirs(root + "/dev", exist_ok=True)
     for name in DEVICES:
         jail.bind_device("/dev/" + name, f"{root}/dev/{name}")
@@ -268,7 +272,7 @@ def main() -> None:
             os._exit(SETUP_FAILED)
     else:  # trusted code only: limits, no isolation
         os.chdir(job["root"])
-        jail.set_limits(job["cpu_s"], job["memory_mb"] * MB, job["file_size_mb"] * MB, 1 << 20)
+        jail.set_limits(job["cpu_s"], job["memory_mb"] * MB, job["file_size_mb"] * MB, None)
     os.environ.clear()
     os.environ.update(job["env"])
     sys.argv = ["main.py"]
