@@ -208,11 +208,15 @@ def test_real_server_n_logprobs_stop_and_cache(served):
     req = GenerationRequest(chat, SamplingParams(n=3, max_tokens=20, seed=4, logprobs=True, stop=("\n",)))
     first = run(served.generate(req))
     second = run(served.generate(req))
-    assert len(first.completions) == 3
-    for c in first.completions:
+    assert len(first.completions) == len(second.completions) == 3
+    for c in first.completions + second.completions:
         assert len(c.token_ids) == c.num_tokens == len(c.logprobs)
         assert all(lp <= 0 for lp in c.logprobs) and "\n" not in c.text
-    assert [c.text for c in second.completions] == [c.text for c in first.completions]  # seeded
+    # Not asserted: that the seeded request gives the same samples twice. vLLM on the CPU is not batch
+    # invariant: whether a sample's prompt is computed or served from the prefix cache, and which other
+    # rows share its engine step, changes its logits in the last bits, which can flip a sampled token.
+    # Seen on clean machines (sample 0 differed between two identical requests, with and without a
+    # cache hit in between), so exact reproducibility is not something this backend guarantees.
     assert first.prompt_tokens == served.count_prompt_tokens(req)
     assert second.cached_prompt_tokens > 0  # --enable-prompt-tokens-details reports prefix-cache hits
 
