@@ -134,15 +134,19 @@ def test_the_sandbox_sees_only_its_own_tree():
 # --------------------------------------------------------------------------- writes and deletes
 
 
-WRITES = r'''
-import os
-victim = {victim!r}
+# prints DONE or REFUSED for each try, so the test sees what got through
+ATTEMPT = r'''
 def attempt(name, fn):
     try:
         fn()
         print("DONE", name)
     except Exception as e:
         print("REFUSED", name, type(e).__name__)
+'''
+
+WRITES = ATTEMPT + r'''
+import os
+victim = {victim!r}
 attempt("remove", lambda: os.remove(victim))
 attempt("relative", lambda: os.remove("../" * 30 + victim.lstrip("/")))
 attempt("write", lambda: open(victim, "w").write("pwned"))
@@ -177,15 +181,9 @@ def test_writes_and_deletes_outside_do_nothing(tmp_path, humaneval):
 # --------------------------------------------------------------------------- network and namespaces
 
 
-NETWORK = r'''
+NETWORK = ATTEMPT + r'''
 import ctypes, os, socket
 libc = ctypes.CDLL(None, use_errno=True)
-def attempt(name, fn):
-    try:
-        fn()
-        print("DONE", name)
-    except Exception as e:
-        print("REFUSED", name, type(e).__name__)
 def tcp():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.settimeout(1); s.connect(("127.0.0.1", {port}))
 def udp():
