@@ -38,6 +38,7 @@ import time
 
 import tts
 from tts.backends.vllm import VLLMBackend, VLLMOptions
+from tts.escapes import decode_escapes
 from tts.strategies.beam import BeamSearch
 from tts.strategies.steps import Segmenter
 from tts.types import SamplingParams
@@ -156,7 +157,7 @@ def main() -> None:
     from tts import testbed
     from tts.backends import embedded
 
-    step_delimiter = args.step_delimiter.encode().decode("unicode_escape") if args.step_delimiter else None
+    step_delimiter = decode_escapes(args.step_delimiter) if args.step_delimiter else None
     model = {"embedded": lambda: str(embedded.model_dir()), "testbed": lambda: str(testbed.POLICY_DIR)}.get(
         args.model, lambda: args.model)()
     context = None if args.model == "testbed" else 2048  # None: the model's own (the testbed's is 512)

@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 from tts import backends, data  # noqa: E402
 from tts.budget import Budget, Ledger  # noqa: E402
 from tts.data.grading import grader_for, vote_key_for  # noqa: E402
+from tts.escapes import decode_escapes  # noqa: E402
 from tts.routing import (  # noqa: E402
     FEATURES, Binning, Point, Policy, Predictor, Row, Setting, cells, compute_saved, evaluate, frontier, probe_feature, select,
     verifier_from_spec,
@@ -127,7 +128,7 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             cfg[name] = value
     if cfg["step_delimiter"]:
-        cfg["step_delimiter"] = cfg["step_delimiter"].encode().decode("unicode_escape")
+        cfg["step_delimiter"] = decode_escapes(cfg["step_delimiter"])
     cfg["datasets"] = list(cfg["datasets"] or [cfg["dataset"]])
     if cfg["backend"] == "auto":
         cfg["backend"] = backends.default_backend_name()

@@ -2,8 +2,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, strategies as st
 
 from tts.cli import cli
+from tts.escapes import decode_escapes
 from tts.results import read_records
 
 
@@ -142,3 +144,30 @@ def test_sigkilled_run_resumes_with_every_problem_exactly_once(tmp_path):
     keys = [(r["strategy"], r["id"]) for r in records]
     assert len(keys) == len(set(keys)) == 60
     assert out.read_bytes().endswith(b"\n")
+
+
+# --- bad values: one line, exit 2, nothing written ------------------------------------------------
+
+@pytest.mark.parametrize("args, expected", [
+    (("--temperature", "nan"), "--temperature must be a number >= 0, got nan"),
+    (("--temperature", "inf"), "--temperature must be a number >= 0, got inf"),
+    (("--step-delimiter", "\\x"), "--step-delimiter: bad escape '\\\\x'"),
+    (("--thinking-opener", "ab\\q"), "--thinking-opener: bad escape '\\\\q'"),
+])
+def test_bad_values_are_one_line_errors(script, tmp_path, args, expected):
+    out = tmp_path / "r.jsonl"
+    code, output = scripted(script, out, *args)
+    lines = output.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {expected}"), output
+    assert not out.exists()
+
+
+@given(st.text())
+def test_escapes_decode_once_and_keep_non_ascii(text):
+    assert decode_escapes(text.replace("\\", "")) == text.replace("\\", "")  # no escape: unchanged, § stays §
+    written = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+    assert decode_escapes(written) == text
+    try:
+        decode_escapes(text)
+    except ValueError as exc:
+        assert "bad escape" in str(exc)

@@ -163,9 +163,14 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     from .results import ResultsFileError, ResultsWriter, config_hash
     from .types import SamplingParams
 
+    from .escapes import decode_escapes
+
     for key in ("step_delimiter", "thinking_opener"):  # "\n" on the command line means a newline
         if strategy_options.get(key):
-            strategy_options[key] = strategy_options[key].encode().decode("unicode_escape")
+            try:
+                strategy_options[key] = decode_escapes(strategy_options[key])
+            except ValueError as exc:
+                _fail(f"--{key.replace('_', '-')}: {exc}")
     from .strategies.specs import create_from_spec, parse_spec
 
     names = [s.strip() for s in strategies.split(",") if s.strip()]
@@ -198,7 +203,10 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
         check_graders_runnable(problems)
     except SandboxUnavailable as exc:
         _fail(f"--dataset {dataset}: {exc}")
-    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+    try:
+        params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+    except ValueError as exc:
+        _fail(str(exc).replace("SamplingParams.", "--").replace("_", "-"))
     from .strategies.forcing import policy_from_options, with_forcing
 
     try:
