@@ -92,18 +92,18 @@ def test_bootstrap_interval_is_seeded_and_sane():
 
 def write_results(path, strategy, pools, *, tokens=10, level_of=lambda i: i % 2 + 1):
     """A results file through the real writer: one record per pool of (answer, correct) candidates."""
-    writer = ResultsWriter(path, {strategy: "hash"})
-    for i, pool in enumerate(pools):
-        problem = Problem(id=f"p{i}", prompt="q", answer="1", metadata={"level": level_of(i)})
-        cands = tuple(Candidate(f"text {a}", a, tokens, "stop") for a, _ in pool)
-        votes = Counter(a for a, _ in pool if a is not None)
-        answer = votes.most_common(1)[0][0] if votes else None
-        chosen = next((j for j, (a, _) in enumerate(pool) if a == answer), None)
-        trace = Trace(f"p{i}", strategy, cands, answer, chosen,
-                      {"generated_tokens": tokens * len(pool), "prompt_tokens": 5, "flops": 1e6 * len(pool),
-                       "wall_seconds": 0.5})
-        result = Result(problem, trace, answer == "1", tuple(ok for _, ok in pool))
-        writer.write(result_record(result, config_hash="hash", run_info={"dataset": "synthetic", "model": "m"}))
+    with ResultsWriter(path, {strategy: "hash"}) as writer:
+        for i, pool in enumerate(pools):
+            problem = Problem(id=f"p{i}", prompt="q", answer="1", metadata={"level": level_of(i)})
+            cands = tuple(Candidate(f"text {a}", a, tokens, "stop") for a, _ in pool)
+            votes = Counter(a for a, _ in pool if a is not None)
+            answer = votes.most_common(1)[0][0] if votes else None
+            chosen = next((j for j, (a, _) in enumerate(pool) if a == answer), None)
+            trace = Trace(f"p{i}", strategy, cands, answer, chosen,
+                          {"generated_tokens": tokens * len(pool), "prompt_tokens": 5, "flops": 1e6 * len(pool),
+                           "wall_seconds": 0.5})
+            result = Result(problem, trace, answer == "1", tuple(ok for _, ok in pool))
+            writer.write(result_record(result, config_hash="hash", run_info={"dataset": "synthetic", "model": "m"}))
     return path
 
 
@@ -184,10 +184,13 @@ def test_command_table_json_and_plot(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (None, "no such results file"),
     ("", "no results in the file"),
-    ('{"id": "p0", "strategy": "x"}\nnot json\n', "b.jsonl:2: not a JSON line"),
-    ('{"answer": 1}\n', "record 1 has no 'id'"),
-    ('[1, 2]\n', "record 1 is a list"),
-    ('{"id": "p0", "strategy": "x", "candidates": 3}\n', "'candidates' must be a list"),
+    ('{"id": "p0", "strategy": "x"}\nnot json\n', "b.jsonl:1: not a tts results record"),
+    ('not json\n', "b.jsonl:1: not a JSON line"),
+    ('{"answer": 1}\n', "b.jsonl:1: not a tts results record"),
+    ('[1, 2]\n', "b.jsonl:1: a record must be a JSON object, got list"),
+    ('{"format": 1, "config_hash": "h", "id": "p0", "strategy": "x", "candidates": 3}\n', "missing field 'answer'"),
+    ('{"format": 1, "config_hash": "h", "id": 5, "strategy": "x", "answer": null, "reference": null, "correct": null,'
+     ' "chosen": null, "candidates": [], "ledger": {}, "info": {}, "metadata": {}}\n', "field 'id' has the wrong type"),
 ])
 def test_command_bad_files_exit_2_with_one_line(tmp_path, content, message):
     path = tmp_path / "b.jsonl"

@@ -222,7 +222,7 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     if out is None:
         out = f"runs/{Path(dataset).name.split('.')[0]}-{config_hash(hashes)[:8]}.jsonl"
     try:
-        writer = ResultsWriter(out, hashes)
+        writer = ResultsWriter(out, hashes, run=shared)
     except ResultsFileError as exc:
         _fail(str(exc))
     except OSError as exc:
@@ -261,6 +261,7 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
 
     ids = {p.id for p in problems}
     records = [r for r in writer.records_for(names) if r["id"] in ids]
+    writer.close()
     _print_summary(console, records, names, walls)
     console.print(f"results: {out}")
 

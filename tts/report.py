@@ -156,29 +156,12 @@ def load_results(path: str | Path) -> list[dict]:
     from .results import ResultsFileError, read_records
 
     path = Path(path)
-    if not path.exists():
-        raise ReportError(f"{path}: no such results file")
-    if path.is_dir():
-        raise ReportError(f"{path}: is a directory; give a results .jsonl file")
     try:
-        records = read_records(path)
+        records = read_records(path)  # checks every line: type, fields, digest, duplicates
     except ResultsFileError as exc:
         raise ReportError(str(exc)) from None
-    except UnicodeDecodeError:
-        raise ReportError(f"{path}: not a results file (not UTF-8 text)") from None
-    except OSError as exc:
-        raise ReportError(f"{path}: cannot read ({exc.strerror})") from None
     if not records:
         raise ReportError(f"{path}: no results in the file (empty, or only a cut-off line)")
-    for number, rec in enumerate(records, 1):
-        if not isinstance(rec, dict):
-            raise ReportError(f"{path}: record {number} is a {type(rec).__name__}, not a result object")
-        for name in ("id", "strategy"):
-            if not isinstance(rec.get(name), str):
-                raise ReportError(f"{path}: record {number} has no {name!r}; is this a tts results file?")
-        if not isinstance(rec.get("candidates", []), list) or not isinstance(rec.get("ledger", {}), dict):
-            raise ReportError(f"{path}: record {number} ({rec['strategy']} {rec['id']}): "
-                              "'candidates' must be a list and 'ledger' an object")
     return records
 
 

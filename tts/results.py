@@ -1,22 +1,36 @@
 """Result files: JSONL, one line per (problem, strategy), written as each problem finishes.
 
 Each line is written with a single ``write`` and flushed to disk, so a run killed at any moment leaves
-at most one partial last line; reopening the file drops that fragment and resumes after the last
-complete line. Lines carry a hash of the configuration that produced them: rerunning the same
-configuration skips what is done, and a different configuration is refused instead of mixing results.
+at most one partial last line. Lines carry a hash of the strategy's configuration, the run-level
+settings (model, backend, dataset, seed, budgets, data options) and a digest of the line itself.
+
+Opening a file for a run checks all of it before touching anything: it must be a regular file whose
+every complete line is a valid record of this format with an intact digest, each (strategy, problem)
+at most once, all with the same run-level settings as this run, and a strategy of this run only with
+its own config hash. Only then is a partial last line cut off (or a complete last record given its
+missing newline), and the run holds an exclusive lock on the file until it ends, so two runs can never
+write into one file at once. Any other file (a CSV, a dataset, results of another run) is refused
+with one line naming the file and line, and left byte for byte as it was.
+
+The digest catches corrupt and hand-edited lines; it is a checksum, not a signature: someone who
+recomputes it can still write a record by hand.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from .inputs import InputFileError, bounded_lines, open_regular
 from .runtime import Result
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class ResultsFileError(ValueError):
@@ -61,72 +75,253 @@ def result_record(result: Result, *, config_hash: str, run_info: Mapping[str, An
     }
 
 
+# ------------------------------------------------------------------------------ validation
+
+_NONE = type(None)
+_FIELDS: dict[str, tuple] = {
+    "id": (str,), "strategy": (str,), "config_hash": (str,), "answer": (str, _NONE), "reference": (str, _NONE),
+    "correct": (bool, _NONE), "chosen": (int, _NONE), "candidates": (list,), "ledger": (dict,), "info": (dict,),
+    "metadata": (dict,),
+}
+_CANDIDATE_FIELDS: dict[str, tuple] = {
+    "text": (str,), "answer": (str, _NONE), "num_tokens": (int,), "finish_reason": (str, _NONE),
+    "scores": (dict,), "correct": (bool, _NONE),
+}
+
+
+def _type_ok(value: Any, types: tuple) -> bool:
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+
+
+def digest(record: Mapping) -> str:
+    """The checksum of a record (every field but ``digest``), over its canonical JSON."""
+    body = {k: v for k, v in record.items() if k != "digest"}
+    blob = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_jsonable)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def record_problem(record: Any) -> str | None:
+    """Why ``record`` is not a valid results record, or None."""
+    if not isinstance(record, dict):
+        return f"a record must be a JSON object, got {type(record).__name__}"
+    if "format" not in record or "config_hash" not in record:
+        return "not a tts results record (no format or config_hash field)"
+    if record["format"] not in (1, FORMAT_VERSION) or isinstance(record["format"], bool):
+        return f"unknown results format {record['format']!r}"
+    for name, types in _FIELDS.items():
+        if name not in record:
+            return f"missing field {name!r}"
+        if not _type_ok(record[name], types):
+            return f"field {name!r} has the wrong type ({type(record[name]).__name__})"
+    for i, cand in enumerate(record["candidates"]):
+        if not isinstance(cand, dict):
+            return f"candidate {i} is not an object"
+        for name, types in _CANDIDATE_FIELDS.items():
+            if name not in cand or not _type_ok(cand[name], types):
+                return f"candidate {i} field {name!r} is missing or has the wrong type"
+        if cand["num_tokens"] < 0:
+            return f"candidate {i} has a negative token count"
+    chosen = record["chosen"]
+    if chosen is not None and not 0 <= chosen < len(record["candidates"]):
+        return f"chosen candidate {chosen} does not exist"
+    for key, value in record["ledger"].items():
+        if not _type_ok(value, (int, float)):
+            return f"ledger entry {key!r} is not a number"
+    if record["format"] == FORMAT_VERSION:
+        if not isinstance(record.get("run"), dict):
+            return "missing field 'run'"
+        if record.get("digest") != digest(record):
+            return "digest does not match the record (corrupt or edited by hand)"
+    return None
+
+
+@dataclass
+class _Scan:
+    records: list[dict] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    #: what to do with the end of the file: None, "newline" (a complete record lacks it) or "truncate"
+    repair: str | None = None
+    cut_at: int = 0
+
+
+def _scan(path: Path) -> _Scan:
+    scan = _Scan()
+    offset = 0
+    try:
+        with open_regular(path, "results file") as fh:
+            for number, raw in bounded_lines(fh, path):
+                start, offset = offset, offset + len(raw)
+                complete = raw.endswith(b"\n")
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw)
+                    problem = record_problem(record)
+                except (ValueError, RecursionError) as exc:
+                    record, problem = None, f"not a JSON line ({getattr(exc, 'msg', type(exc).__name__)})"
+                if problem is not None:
+                    if not complete:  # the fragment a killed run left
+                        scan.repair, scan.cut_at = "truncate", start
+                        break
+                    raise ResultsFileError(f"{path}:{number}: {problem}")
+                if not complete:
+                    scan.repair = "newline"
+                scan.records.append(record)
+                scan.lines.append(number)
+    except InputFileError as exc:
+        raise ResultsFileError(str(exc)) from None
+    except UnicodeDecodeError:
+        raise ResultsFileError(f"{path}: not UTF-8 text; not a results file") from None
+    return scan
+
+
 def read_records(path: str | Path) -> list[dict]:
-    """All complete records of a results file (a partial last line from a killed run is ignored)."""
+    """All complete, valid records of a results file (a partial last line from a killed run is
+    ignored); a corrupt, hand-edited or foreign line is a ResultsFileError naming file and line."""
     path = Path(path)
-    records = []
-    with path.open("rb") as fh:
-        for number, raw in enumerate(fh, 1):
-            if not raw.endswith(b"\n"):
-                break  # a line cut off by a killed run
-            if not raw.strip():
-                continue
-            try:
-                records.append(json.loads(raw))
-            except json.JSONDecodeError as exc:
-                raise ResultsFileError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
-    return records
+    scan = _scan(path)
+    _check_unique(path, scan)
+    return scan.records
+
+
+def _check_unique(path: Path, scan: _Scan) -> None:
+    first: dict[tuple, int] = {}
+    for record, number in zip(scan.records, scan.lines):
+        key = (record["strategy"], record["id"])
+        if key in first:
+            raise ResultsFileError(f"{path}:{number}: repeats {key[0]} on problem {key[1]!r} from line {first[key]}")
+        first[key] = number
+
+
+# ------------------------------------------------------------------------------ writing
 
 
 class ResultsWriter:
     """Appends records to a results file, resuming what a previous run of the same config wrote."""
 
-    def __init__(self, path: str | Path, hashes: Mapping[str, str]):
-        """``hashes`` maps each strategy of this run to its config hash."""
+    def __init__(self, path: str | Path, hashes: Mapping[str, str], run: Mapping[str, Any] | None = None):
+        """``hashes`` maps each strategy of this run to its config hash; ``run`` holds the run-level
+        settings every line of the file must share."""
         self.path = Path(path)
         self.hashes = dict(hashes)
+        self.run = json.loads(json.dumps(dict(run or {}), sort_keys=True, default=str))
         self.done: set[tuple[str, str]] = set()
         self.previous: list[dict] = []
-        if self.path.exists():
-            if self.path.is_dir():
-                raise ResultsFileError(f"--out {self.path} is a directory; give a file path ending in .jsonl")
-            self._truncate_partial_line()
-            for rec in read_records(self.path):
-                strategy = rec.get("strategy")
-                if strategy in self.hashes and rec.get("config_hash") != self.hashes[strategy]:
-                    raise ResultsFileError(
-                        f"{self.path} holds {strategy} results from a different configuration "
-                        f"(config hash {rec.get('config_hash')} vs {self.hashes[strategy]}); "
-                        "choose another --out or rerun with the original options"
-                    )
-                self.previous.append(rec)
-                self.done.add((strategy, rec.get("id")))
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = None
+        if self.path.exists() or self.path.is_symlink():
+            check = self.path
+            try:
+                mode = os.stat(check).st_mode
+            except OSError as exc:
+                raise ResultsFileError(f"{self.path}: cannot read ({exc.strerror})") from None
+            import stat
 
-    def _truncate_partial_line(self) -> None:
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-            with self.path.open("r+b") as fh:
-                fh.truncate(keep)
+            if stat.S_ISDIR(mode):
+                raise ResultsFileError(f"{self.path} is a directory; give a file path ending in .jsonl")
+            if not stat.S_ISREG(mode):
+                raise ResultsFileError(f"{self.path} is not a regular file; give a file path ending in .jsonl")
+            if not os.access(self.path, os.W_OK):
+                raise ResultsFileError(f"{self.path} is not writable")
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ResultsFileError(f"{self.path.parent}: cannot create the folder ({exc.strerror})") from None
+            if not os.access(self.path.parent, os.W_OK):
+                raise ResultsFileError(f"{self.path.parent} is not writable")
+        self._lock()
+        try:
+            self._resume()
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ResultsFileError(f"{lock_path}: cannot create the lock file ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 300).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise ResultsFileError(f"{self.path} is being written by another tts run (pid {holder}); "
+                                   "wait for it to finish or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}: {' '.join(sys.argv)[:200]}\n".encode())
+        self._lock_fd = fd
+
+    def _resume(self) -> None:
+        if not self.path.exists():
+            return
+        try:
+            scan = _scan(self.path)
+            _check_unique(self.path, scan)
+        except ResultsFileError as exc:
+            raise ResultsFileError(f"{exc}; the file is left as it is") from None
+        for record, number in zip(scan.records, scan.lines):
+            where = f"{self.path}:{number}"
+            if record["format"] != FORMAT_VERSION:
+                raise ResultsFileError(f"{where}: written by an older tts (results format {record['format']}); "
+                                       "choose another --out")
+            if self.run and record["run"] != self.run:
+                diff = sorted(k for k in set(record["run"]) | set(self.run) if record["run"].get(k) != self.run.get(k))
+                shown = ", ".join(f"{k} {record['run'].get(k)!r} there, {self.run.get(k)!r} now" for k in diff[:3])
+                raise ResultsFileError(f"{where}: written by a run with other settings ({shown}); "
+                                       "choose another --out or rerun with the original options")
+            strategy = record["strategy"]
+            if strategy in self.hashes and record["config_hash"] != self.hashes[strategy]:
+                raise ResultsFileError(
+                    f"{where}: holds {strategy} results from a different configuration "
+                    f"(config hash {record['config_hash']} vs {self.hashes[strategy]}); "
+                    "choose another --out or rerun with the original options"
+                )
+            self.previous.append(record)
+            self.done.add((strategy, record["id"]))
+        # Accepted: only now is the file's end repaired.
+        if scan.repair == "truncate":
+            with open(self.path, "r+b") as fh:
+                fh.truncate(scan.cut_at)
+        elif scan.repair == "newline":
+            self._append(b"\n")
+
+    def _append(self, data: bytes) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def is_done(self, strategy: str, problem_id: str) -> bool:
         return (strategy, problem_id) in self.done
 
     def write(self, record: Mapping) -> None:
-        line = (json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self._lock_fd is None:
+            raise ResultsFileError(f"{self.path}: the writer is closed")
+        body = json.loads(json.dumps({**record, "run": self.run, "format": FORMAT_VERSION}, default=_jsonable))
+        body.pop("digest", None)
+        body["digest"] = digest(body)
+        self._append((json.dumps(body, ensure_ascii=False) + "\n").encode())
         self.done.add((record["strategy"], record["id"]))
 
     def records_for(self, strategies: Iterable[str]) -> list[dict]:
         wanted = set(strategies)
         return [r for r in read_records(self.path) if r.get("strategy") in wanted] if self.path.exists() else []
+
+    def close(self) -> None:
+        """Release the file's lock (also released by the kernel if the process dies)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "ResultsWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _jsonable(value: Any) -> Any:

@@ -86,7 +86,9 @@ def run_level(engine, level: str, n: int, args) -> dict[str, list[dict]]:
             concurrency=args.concurrency, seed=args.seed,
             on_result=lambda r, s=s: writer.write(result_record(r, config_hash=hashes[s.name], run_info=info))))
         print(f"  {level} n={n} {s.name}: {len(todo)} problems in {time.time() - started:.0f} s", flush=True)
-    return {name: [r for r in writer.records_for([name])] for name in STRATEGIES}
+    records = {name: [r for r in writer.records_for([name])] for name in STRATEGIES}
+    writer.close()
+    return records
 
 
 def weights_digest(prm: str) -> str:

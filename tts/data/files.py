@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from ..inputs import InputFileError, bounded_lines, check_regular, open_regular
 from ..types import Problem
 from .errors import DatasetError
 from .prompts import PromptFormat, render
@@ -19,6 +20,8 @@ from .prompts import PromptFormat, render
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
 SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES
+#: the longest dataset row read (a HumanEval row is about 2 KB, a MATH-500 row under 10 KB)
+MAX_ROW_BYTES = 16 * 1024 * 1024
 
 
 def file_kind(path: Path) -> str | None:
@@ -37,6 +40,10 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
         raise DatasetError("no such file", path=path)
     if path.is_dir():
         raise DatasetError("is a directory; give a .jsonl or .parquet file", path=path)
+    try:
+        check_regular(path, "dataset file")  # a FIFO would block the open, /dev/zero never end a line
+    except InputFileError:
+        raise DatasetError("is not a regular file; give a .jsonl or .parquet file", path=path) from None
     kind = file_kind(path)
     if kind is None:
         raise DatasetError(f"unknown file type; choose from {', '.join(SUFFIXES)}", path=path)
@@ -50,10 +57,11 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
+        with open_regular(path, "dataset file") as raw_fh:
+            fh = gzip.GzipFile(fileobj=raw_fh) if path.name.lower().endswith(".gz") else raw_fh
+            for number, raw in bounded_lines(fh, path, MAX_ROW_BYTES):
+                line = raw.decode("utf-8")
                 if not line.strip():
                     continue
                 try:
@@ -61,12 +69,17 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
                 except json.JSONDecodeError as exc:
                     raise DatasetError(f"not a JSON line ({exc.msg} at column {exc.colno})", path=path,
                                        line=number) from None
+                except (ValueError, RecursionError) as exc:  # a 5,000-digit integer, nesting too deep
+                    reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+                    raise DatasetError(f"not a usable JSON line ({reason})", path=path, line=number) from None
                 if not isinstance(row, dict):
                     raise DatasetError(f"a row must be a JSON object, got {type(row).__name__}", path=path,
                                        line=number)
                 yield number, row
     except UnicodeDecodeError as exc:
         raise DatasetError(f"not UTF-8 text ({exc.reason})", path=path) from None
+    except InputFileError as exc:  # its message names the file (and line)
+        raise DatasetError(str(exc)) from None
     except (OSError, EOFError) as exc:  # unreadable, or a truncated/corrupt gzip
         raise DatasetError(f"cannot read ({getattr(exc, 'strerror', None) or exc})", path=path) from None
 
