@@ -8,13 +8,17 @@
 Importing tts loads no engine: torch, transformers and vLLM are imported only when a backend needs them.
 """
 
-from . import backends, data
-from .api import run, solve, solve_async
-from .budget import Budget, BudgetExhausted, Ledger
-from .runtime import Generator, Result, Strategy
-from .strategies import BestOfN, Majority, Single
-from .types import Candidate, Completion, Message, Problem, SamplingParams, Trace
-from .verifiers.confidence import ConfidenceVerifier
+from . import lifeline
+
+lifeline.on_import()  # an engine process started by an armed tts process dies with its parent
+
+from . import backends, data  # noqa: E402
+from .api import run, solve, solve_async  # noqa: E402
+from .budget import Budget, BudgetExhausted, Ledger  # noqa: E402
+from .runtime import Generator, Result, Strategy  # noqa: E402
+from .strategies import BestOfN, Majority, Single  # noqa: E402
+from .types import Candidate, Completion, Message, Problem, SamplingParams, Trace  # noqa: E402
+from .verifiers.confidence import ConfidenceVerifier  # noqa: E402
 
 __version__ = "0.1.0"
 

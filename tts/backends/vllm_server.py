@@ -2,7 +2,8 @@
 
 Used by the openai backend's tests and by benchmarks that compare clients against one server; users
 who already run a server only need ``--backend openai --base-url``. The server runs in its own process
-group, so stopping it also stops the engine processes it starts. On a CPU it gets the settings vLLM
+group, so stopping it also stops the engine processes it starts, and every one of its processes dies
+with the process that started it, even on SIGKILL (tts.backends.serve_entry). On a CPU it gets the settings vLLM
 needs there (eager mode, a memory fraction, threads bound to this process's cores).
 """
 
@@ -53,7 +54,8 @@ class VLLMServer:
         self.model = str(model)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
+        # tts.backends.serve_entry runs vLLM's api_server so that every process of the server dies with us
+        cmd = [sys.executable, "-m", "tts.backends.serve_entry", "--model", self.model,
                "--host", "127.0.0.1", "--port", str(self.port), "--max-model-len", str(max_model_len),
                "--enable-prompt-tokens-details"]
         if served_name:
@@ -74,7 +76,10 @@ class VLLMServer:
         # the same binding the in-process vllm backend uses: every core this process may run on
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", _core_ranges(os.sched_getaffinity(0)))
         log = self.log_path.open("w")
-        self._proc = subprocess.Popen(self.cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        from ..lifeline import die_with_parent
+
+        self._proc = subprocess.Popen(self.cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                      preexec_fn=die_with_parent)
         log.close()  # the child keeps its own handle
         deadline = time.monotonic() + self.ready_timeout
         while True:
