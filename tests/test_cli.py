@@ -72,8 +72,9 @@ def test_different_config_on_same_file_is_refused_and_file_kept(script, tmp_path
         (["--strategy", "beam"], "choose from single, best_of_n, majority"),
         (["--dataset", "nope"], "choose from add1"),
         (["--backend", "tpu"], "choose from auto, hf"),
-        (["--n", "0"], "--n must be a positive integer"),
-        (["--n", "-3"], "--n must be a positive integer"),
+        (["--n", "0"], "'--n': 0 is not in the range 1<=x<=4096"),
+        (["--n", "-3"], "'--n': -3 is not in the range 1<=x<=4096"),
+        (["--limit", str(10**20)], "'--limit': 100000000000000000000 is not in the range 1<=x<=1000000"),
         (["--limit", "0"], "'--limit'"),
         (["--budget-tokens", "0"], "'--budget-tokens'"),
         (["--temperature", "-1"], "'--temperature'"),
@@ -150,7 +151,7 @@ def test_sigkilled_run_resumes_with_every_problem_exactly_once(tmp_path):
 
 @pytest.mark.parametrize("args, expected", [
     (("--temperature", "nan"), "--temperature must be a number >= 0, got nan"),
-    (("--temperature", "inf"), "--temperature must be a number >= 0, got inf"),
+    (("--temperature", "inf"), "Invalid value for '--temperature': inf is not in the range 0<=x<=100.0"),
     (("--step-delimiter", "\\x"), "--step-delimiter: bad escape '\\\\x'"),
     (("--thinking-opener", "ab\\q"), "--thinking-opener: bad escape '\\\\q'"),
 ])

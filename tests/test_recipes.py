@@ -57,7 +57,14 @@ def test_recipe_and_equivalent_flags_give_the_same_config_hash(script, tmp_path)
     ("- a\n- b\n", "a recipe is a mapping"),
     ("limit: [1, 2]\n", "limit must be a single value"),
     ("backend: [scripted\n", "not valid YAML (line"),
-    ("n: many\n", "'many' is not a valid integer"),
+    ("n: many\n", "n must be an integer, got 'many'"),
+    ("n: 1.9\n", "n must be an integer, got 1.9"),
+    ("n: true\n", "n must be an integer, got True"),
+    ("temperature: 2026-01-01\n", "temperature must be a number, got datetime.date"),
+    ("model: 12\n", "model must be a string, got 12"),
+    ("n: 4\nn: 8\n", "key 'n' given twice"),
+    ("a: &x [1, 2]\nb: *x\n", "YAML aliases"),
+    ("a: &a [x, x]\nb: &b [*a, *a]\nc: &c [*b, *b]\n", "YAML aliases"),
 ])
 def test_bad_recipes_give_one_line_and_exit_2(text, message, tmp_path):
     out = tmp_path / "never.jsonl"
@@ -93,8 +100,9 @@ def test_committed_recipes_are_valid():
 def test_parse_spec():
     assert parse_spec("majority") == ("majority", None)
     assert parse_spec(" best_of_n@16 ") == ("best_of_n", 16)
-    for bad in ("majority@", "majority@0", "majority@x", "majority@-2"):
-        with pytest.raises(ValueError, match="positive integer"):
+    for bad in ("majority@", "majority@0", "majority@x", "majority@-2", "majority@4097", "majority@" + "9" * 5000,
+                "majority@\u0663"):
+        with pytest.raises(ValueError, match="an integer from 1 to 4096"):
             parse_spec(bad)
 
 
@@ -106,7 +114,7 @@ def test_bad_specs_on_the_command_line(script, spec, message, tmp_path):
 
 
 def test_read_recipe_errors(tmp_path):
-    with pytest.raises(RecipeError, match="not a UTF-8"):
+    with pytest.raises(RecipeError, match="not UTF-8"):
         p = tmp_path / "bin.yaml"
         p.write_bytes(b"\xff\xfe\x00")
         read_recipe(p)

@@ -19,6 +19,16 @@ from . import __version__
 from .verifiers.prm import AGGREGATIONS
 
 EXIT_USAGE = 2
+# The largest value each size option takes (README, "The command line"): far beyond any real run, and
+# small enough that a typo (--n 10**23) is refused at once instead of running for ever.
+MAX_PROBLEMS = 1_000_000
+MAX_SAMPLES = 4096
+MAX_TOKENS = 1_000_000
+MAX_BUDGET_TOKENS = 10**12
+MAX_CONCURRENCY = 4096
+MAX_DEPTH = 1024
+MAX_SIMULATIONS = 100_000
+MAX_TEMPERATURE = 100.0
 DEFAULT_STRATEGIES = "single,majority"
 
 
@@ -59,13 +69,32 @@ def _load_recipe(ctx: click.Context, path: str | None) -> None:
         return
     from .recipes import RecipeError, read_recipe, run_options
 
+    from .recipes import check_types
+
     valid = [p.name for p in ctx.command.params if p.name and p.expose_value]
     try:
         options = run_options(read_recipe(path), valid, source=path)
+        check_types(options, _param_kinds(ctx.command), source=path)
     except RecipeError as exc:
         _fail(f"--config {exc}")
     ctx.default_map = {**(ctx.default_map or {}), **options}
     ctx.meta["tts.recipe"] = path
+
+
+def _param_kinds(command: click.Command) -> dict[str, str]:
+    """Option name -> the kind of value a recipe must give it (int, float, bool or str)."""
+    kinds = {}
+    for p in command.params:
+        t = p.type
+        if getattr(p, "is_flag", False) or isinstance(t, click.types.BoolParamType):
+            kinds[p.name] = "bool"
+        elif isinstance(t, (click.types.IntParamType, click.IntRange)):
+            kinds[p.name] = "int"
+        elif isinstance(t, (click.types.FloatParamType, click.FloatRange)):
+            kinds[p.name] = "float"
+        elif isinstance(t, (click.types.StringParamType, click.Choice, click.Path)):
+            kinds[p.name] = "str"
+    return kinds
 
 
 def _recipe_info() -> dict:
@@ -93,33 +122,33 @@ def _strategy_help() -> str:
 @click.option("--answer-field", default=None, help="Answer column of a data file.")
 @click.option("--id-field", default=None, help="Id column of a data file (default: line number).")
 @click.option("--prompt-format", default=None, help="Prompt format from tts/data/prompts.json (default: the dataset's).")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="Number of problems.")
+@click.option("--limit", type=click.IntRange(1, MAX_PROBLEMS), default=100, show_default=True, help="Number of problems.")
 @click.option("--strategy", "strategies", default=DEFAULT_STRATEGIES, show_default=True, help=_strategy_help())
-@click.option("--n", "n", type=int, default=8, show_default=True, help="Samples per problem (best_of_n, majority).")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.7, show_default=True)
+@click.option("--n", "n", type=click.IntRange(1, MAX_SAMPLES), default=8, show_default=True, help="Samples per problem (best_of_n, majority).")
+@click.option("--temperature", type=click.FloatRange(0, MAX_TEMPERATURE), default=0.7, show_default=True)
 @click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True)
-@click.option("--max-tokens", type=click.IntRange(min=1), default=48, show_default=True, help="Max tokens per sample.")
+@click.option("--max-tokens", type=click.IntRange(1, MAX_TOKENS), default=48, show_default=True, help="Max tokens per sample.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--budget-tokens", type=click.IntRange(min=1), default=None,
+@click.option("--budget-tokens", type=click.IntRange(1, MAX_BUDGET_TOKENS), default=None,
               help="Hard cap on generated tokens per problem; requests are clipped, then refused.")
-@click.option("--run-budget-tokens", type=click.IntRange(min=1), default=None,
+@click.option("--run-budget-tokens", type=click.IntRange(1, MAX_BUDGET_TOKENS), default=None,
               help="Hard cap on generated tokens for the whole run.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), default=32, show_default=True,
               help="Problems in flight at once (their requests are batched together).")
-@click.option("--revisions", type=click.IntRange(min=1), default=None,
+@click.option("--revisions", type=click.IntRange(1, MAX_SAMPLES), default=None,
               help="revise: attempts per chain (n // revisions chains run in parallel). Default 4.")
-@click.option("--adaptive-batch", type=click.IntRange(min=1), default=None, help="adaptive: samples per round. Default 2.")
+@click.option("--adaptive-batch", type=click.IntRange(1, MAX_SAMPLES), default=None, help="adaptive: samples per round. Default 2.")
 @click.option("--adaptive-rule", type=click.Choice(["beta", "dirichlet"]), default=None, help="adaptive: stopping rule. Default beta.")
 @click.option("--adaptive-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="adaptive: stop when P(leader is the majority) reaches this. Default 0.95.")
 @click.option("--deepconf-mode", type=click.Choice(["online", "offline"]), default=None, help="deepconf: mode. Default online.")
 @click.option("--deepconf-keep", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="deepconf: fraction of most confident traces that vote. Default 0.9.")
-@click.option("--deepconf-warmup", type=click.IntRange(min=1), default=None, help="deepconf online: warm-up traces. Default 4.")
-@click.option("--deepconf-window", type=click.IntRange(min=1), default=None, help="deepconf: confidence window in tokens. Default 8.")
-@click.option("--expansions", type=click.IntRange(min=1), default=None,
+@click.option("--deepconf-warmup", type=click.IntRange(1, MAX_SAMPLES), default=None, help="deepconf online: warm-up traces. Default 4.")
+@click.option("--deepconf-window", type=click.IntRange(1, MAX_TOKENS), default=None, help="deepconf: confidence window in tokens. Default 8.")
+@click.option("--expansions", type=click.IntRange(1, MAX_SAMPLES), default=None,
               help="tree search: children sampled per expanded node (beam width is n / expansions). Default 4.")
-@click.option("--max-depth", type=click.IntRange(min=1), default=None, help="tree search: most steps per path. Default 16.")
+@click.option("--max-depth", type=click.IntRange(1, MAX_DEPTH), default=None, help="tree search: most steps per path. Default 16.")
 @click.option("--step-scorer", type=click.Choice(["confidence_mean", "confidence_tail", "confidence_lowest_group"]),
               default=None, help="tree search: how steps are scored by token confidence (--prm scores them with a PRM instead).")
 @click.option("--step-delimiter", default=None, help="tree search: text that ends a step (\\n escapes allowed). Default a blank line.")
@@ -128,19 +157,19 @@ def _strategy_help() -> str:
               help="tree search: how a path's step scores combine into its score. Default last (min suits a PRM trained only up to the first wrong step, like the testbed's).")
 @click.option("--tree-select", type=click.Choice(["best", "weighted", "majority"]), default=None,
               help="tree search: how the final answer is chosen among finished paths.")
-@click.option("--simulations", type=click.IntRange(min=1), default=None, help="mcts: simulations (default n).")
-@click.option("--parallel-simulations", type=click.IntRange(min=1), default=None,
+@click.option("--simulations", type=click.IntRange(1, MAX_SIMULATIONS), default=None, help="mcts: simulations (default n).")
+@click.option("--parallel-simulations", type=click.IntRange(1, MAX_SAMPLES), default=None,
               help="mcts: simulations selected at once with virtual loss and expanded together (default 1: sequential).")
-@click.option("--lookahead", type=click.IntRange(min=0), default=None, help="beam_search: greedy lookahead steps.")
+@click.option("--lookahead", type=click.IntRange(0, MAX_DEPTH), default=None, help="beam_search: greedy lookahead steps.")
 @click.option("--tree-temperature", type=click.FloatRange(min=0, min_open=True), default=None,
               help="rebase, particle_filter: softmax temperature over step scores.")
-@click.option("--min-thinking-tokens", type=click.IntRange(min=0), default=None,
+@click.option("--min-thinking-tokens", type=click.IntRange(0, MAX_TOKENS), default=None,
               help="budget forcing: append a Wait when thinking ends before this many tokens (any strategy).")
-@click.option("--max-thinking-tokens", type=click.IntRange(min=0), default=None,
+@click.option("--max-thinking-tokens", type=click.IntRange(0, MAX_TOKENS), default=None,
               help="budget forcing: end thinking after this many tokens and ask for the answer (any strategy; 0: answer at once).")
 @click.option("--thinking-opener", default=None,
               help="budget forcing: words written after the opened thinking to start the model reasoning (prompt, not counted as thinking).")
-@click.option("--max-waits", type=click.IntRange(min=0), default=None, help="budget forcing: most Waits per sample.")
+@click.option("--max-waits", type=click.IntRange(0, MAX_DEPTH), default=None, help="budget forcing: most Waits per sample.")
 @click.option("--wait-text", default=None, help="budget forcing: text appended to keep thinking. Default 'Wait'.")
 @click.option("--routing-policy", type=click.Path(dir_okay=False), default=None,
               help="auto: routing policy JSON from experiments/compute_optimal.py. Default: the packaged policy for the embedded model.")
@@ -183,8 +212,6 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
               " (NAME@N sets N for one strategy)")
     if len(set(names)) != len(names):
         _fail(f"--strategy: {', '.join(sorted({s for s in names if names.count(s) > 1}))} given twice")
-    if n < 1:
-        _fail(f"--n must be a positive integer, got {n}")
     backend_name = backends.default_backend_name() if backend == "auto" else backend
     if backend_name not in backends.BACKENDS:
         _fail(f"--backend: unknown {backend!r}; choose from auto, {', '.join(backends.BACKENDS)}")
@@ -256,6 +283,8 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
                     walls[strategy.name] = _run_one(strategy, todo[strategy.name], engine, writer,
                                                     hashes[strategy.name], run_info, per_problem, run_ledger,
                                                     concurrency, seed)
+        except backends.BackendError as exc:  # e.g. a scripted reply file with no reply for a prompt
+            _fail(f"--backend {backend_name}: {exc} (the results so far are kept in {out})")
         finally:
             asyncio.run(engine.aclose())
 

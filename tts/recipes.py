@@ -28,23 +28,79 @@ class RecipeError(ValueError):
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """The raw mapping of a recipe file (sections included)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise RecipeError(f"{path}: no such recipe file{_available(path)}")
-    import yaml
+    from .inputs import InputFileError, read_small_text
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
+        text = read_small_text(path, "recipe file")
+    except InputFileError as exc:
+        raise RecipeError(str(exc)) from None
+    try:
+        data = yaml_load(text)
+    except RecipeError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
+    except yaml_error() as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise RecipeError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
-    except UnicodeDecodeError:
-        raise RecipeError(f"{path}: not a UTF-8 text file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of option names to values, got a {type(data).__name__}")
     return data
+
+
+def yaml_error():
+    import yaml
+
+    return yaml.YAMLError
+
+
+def yaml_load(text: str) -> Any:
+    """YAML without aliases (a recipe is flat, and aliases are how a few lines expand into gigabytes)
+    and without duplicate keys (the later one would silently win)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise RecipeError(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not allowed in a recipe")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise RecipeError(f"line {key_node.start_mark.line + 1}: key {key!r} given twice")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506: a SafeLoader subclass
+
+
+#: what a recipe value of each option kind must be: exactly these types (no bool for a number, no
+#: float for an integer, no date or list for a string)
+KINDS = {"int": ("an integer", (int,)), "float": ("a number", (int, float)), "bool": ("true or false", (bool,)),
+         "str": ("a string", (str,))}
+
+
+def check_types(options: Mapping[str, Any], kinds: Mapping[str, str], *, source: str) -> None:
+    """RecipeError naming the first option whose value is not exactly of its option's kind."""
+    import math
+
+    for name, value in options.items():
+        kind = kinds.get(name)
+        if kind is None or value is None:
+            continue
+        label, types = KINDS[kind]
+        ok = isinstance(value, types) and (kind == "bool" or not isinstance(value, bool))
+        if ok and kind == "float" and not math.isfinite(value):
+            ok = False
+        if not ok:
+            raise RecipeError(f"{source}: {_key_of(name)} must be {label}, got {value!r} ({type(value).__name__})")
 
 
 def run_options(recipe: Mapping[str, Any], valid: Iterable[str], *, source: str) -> dict[str, Any]:

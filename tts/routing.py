@@ -38,6 +38,20 @@ FEATURES = ("mean_score", "max_score", "agreement", "agreement_score")
 SAMPLING = ("single", "majority", "best_of_n", "weighted_majority")
 
 
+#: the most probe samples a policy may ask for per question
+MAX_PROBES = 64
+#: the keys each part of a policy file may have (anything else is a typo, refused)
+POLICY_KEYS = {"format", "version", "unit", "predictor", "params", "meta", "rules"}
+PREDICTOR_KEYS = {"probes", "feature", "verifier", "edges"}
+RULE_KEYS = {"bin", "budget", "strategy", "n", "options", "accuracy", "cost", "over_budget"}
+
+
+def _unknown_keys(obj: Mapping, allowed: set, where: str) -> None:
+    unknown = sorted(str(k) for k in obj if k not in allowed)
+    if unknown:
+        raise PolicyError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; choose from {', '.join(sorted(allowed))}")
+
+
 class PolicyError(ValueError):
     """A routing policy that cannot be used; the message is one line naming the file and the field."""
 
@@ -238,8 +252,8 @@ class Predictor:
     binning: Binning = field(default_factory=Binning)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.probes, int) or isinstance(self.probes, bool) or self.probes < 1:
-            raise ValueError(f"Predictor.probes must be a positive integer, got {self.probes!r}")
+        if not isinstance(self.probes, int) or isinstance(self.probes, bool) or not 1 <= self.probes <= MAX_PROBES:
+            raise ValueError(f"Predictor.probes must be an integer from 1 to {MAX_PROBES}, got {self.probes!r}")
         if self.feature not in FEATURES:
             raise ValueError(f"Predictor.feature must be one of {', '.join(FEATURES)}, got {self.feature!r}")
         if not isinstance(self.verifier, str) or not self.verifier:
@@ -366,6 +380,7 @@ class Policy:
         if data.get("format") != FORMAT:
             raise PolicyError(f"{source}: not a routing policy (format must be {FORMAT!r}, got {data.get('format')!r}); "
                               "write one with experiments/compute_optimal.py")
+        _unknown_keys(data, POLICY_KEYS, source)
         if data.get("version") != VERSION:
             raise PolicyError(f"{source}: policy version {data.get('version')!r} is not supported (this tts reads {VERSION})")
         unit = data.get("unit", "generated_tokens")
@@ -374,6 +389,7 @@ class Policy:
         pred = need(data, "predictor", "the policy")
         if not isinstance(pred, Mapping):
             raise PolicyError(f"{source}: predictor must be an object, got {pred!r}")
+        _unknown_keys(pred, PREDICTOR_KEYS, f"{source}: predictor")
         edges = pred.get("edges", [])
         if not isinstance(edges, list) or not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in edges):
             raise PolicyError(f"{source}: predictor.edges must be a list of numbers, got {edges!r}")
@@ -390,6 +406,10 @@ class Policy:
             where = f"rules[{i}]"
             if not isinstance(r, Mapping):
                 raise PolicyError(f"{source}: {where} must be an object, got {r!r}")
+            _unknown_keys(r, RULE_KEYS, f"{source}: {where}")
+            for key in ("accuracy", "cost"):
+                if key in r and (not isinstance(r[key], (int, float)) or isinstance(r[key], bool)):
+                    raise PolicyError(f"{source}: {where}.{key} must be a number, got {r[key]!r}")
             b, budget = need(r, "bin", where), need(r, "budget", where)
             if not isinstance(b, int) or isinstance(b, bool) or not 0 <= b < predictor.binning.count:
                 raise PolicyError(f"{source}: {where}.bin must be an integer in 0..{predictor.binning.count - 1}, got {b!r}")
@@ -408,19 +428,23 @@ class Policy:
 
     @classmethod
     def load(cls, path: str | Path) -> "Policy":
+        from .inputs import InputFileError, read_small_text
+
         path = Path(path)
+        if not path.exists():
+            raise PolicyError(f"{path}: no such routing policy file")
+        if path.is_dir():
+            raise PolicyError(f"{path}: is a folder, not a routing policy file")
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise PolicyError(f"{path}: no such routing policy file") from None
-        except IsADirectoryError:
-            raise PolicyError(f"{path}: is a folder, not a routing policy file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PolicyError(f"{path}: cannot read routing policy: {exc}") from None
+            text = read_small_text(path, "routing policy file")
+        except InputFileError as exc:
+            raise PolicyError(str(exc)) from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PolicyError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
+        except (ValueError, RecursionError) as exc:  # a huge integer, nesting too deep
+            raise PolicyError(f"{path}: not a usable JSON file ({type(exc).__name__})") from None
         return cls.from_json(data, str(path))
 
 

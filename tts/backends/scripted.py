@@ -118,7 +118,11 @@ class ScriptedBackend:
             for key, replies in script.items():
                 if key in prompt:
                     return replies[index % len(replies)]
-            raise KeyError(f"scripted backend has no reply for prompt {prompt[-80:]!r}")
+            from . import BackendError
+
+            keys = ", ".join(repr(k[:40]) for k in list(script)[:5])
+            raise BackendError(f"the script has no reply for the prompt ending {prompt[-60:]!r}; "
+                               f"a reply is used when its key is part of the prompt (keys: {keys})")
         return script[index % len(script)]
 
     def _answer(self, request: GenerationRequest) -> Generation:

@@ -65,6 +65,13 @@ def load(
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise DatasetError(f"limit must be a positive integer, got {limit!r}", field="limit")
     count = limit if limit is not None else DEFAULT_SIZE
+    if prompt_format is not None:
+        from .prompts import get as prompt_format_named
+
+        prompt_format_named(prompt_format)  # an unknown name is a DatasetError listing the formats
+        if name != "humaneval" and not (is_file_name(name) or Path(name).is_file()):
+            raise DatasetError(f"prompt_format applies to humaneval and to .jsonl/.parquet files; {name} "
+                               "uses its own prompt", field="prompt_format")
     if name in arithmetic.LEVELS:
         return arithmetic.generate(name, count, seed)
     if name == "arithmetic":

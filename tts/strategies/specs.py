@@ -14,13 +14,18 @@ from ..runtime import Strategy
 from ..types import SamplingParams
 
 
+#: the largest N in NAME@N (the same as --n's maximum)
+MAX_WIDTH = 4096
+
+
 def parse_spec(spec: str) -> tuple[str, int | None]:
     """``"majority@16"`` -> ``("majority", 16)``; ``"majority"`` -> ``("majority", None)``."""
     name, sep, count = spec.strip().partition("@")
     if not sep:
         return name, None
-    if not count.isdigit() or int(count) < 1:
-        raise ValueError(f"strategy {spec!r}: the number after @ must be a positive integer (samples, beams or simulations)")
+    if not count.isascii() or not count.isdigit() or len(count) > 6 or not 1 <= int(count) <= MAX_WIDTH:
+        raise ValueError(f"strategy {spec!r}: the number after @ must be an integer from 1 to {MAX_WIDTH} "
+                         "(samples, beams or simulations)")
     return name, int(count)
 
 
