@@ -12,6 +12,33 @@ from .types import Problem, Trace
 from .verifiers.answers import same_answer
 
 
+def _check(name: str, value, kind, what: str) -> None:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"tts: {name} must be {what}, got {type(value).__name__} {value!r:.60}")
+
+
+def _check_common(strategy, backend, budget, seed) -> None:
+    _check("strategy", strategy, Strategy, "a strategy object such as tts.Majority(n=8) (not a name)")
+    for method in ("generate", "count_prompt_tokens"):
+        if not callable(getattr(backend, method, None)):
+            raise TypeError(f"tts: backend must be a backend object such as tts.backends.create('hf') (not a name), "
+                            f"got {type(backend).__name__} {backend!r:.60}")
+    if budget is not None:
+        _check("budget", budget, Budget, "a tts.Budget or None")
+    _check("seed", seed, int, "an integer")
+
+
+def _problems(problems) -> list[Problem]:
+    if isinstance(problems, (str, bytes, Problem)) or not isinstance(problems, Iterable):
+        raise TypeError("tts: problems must be a list of tts.Problem, e.g. tts.data.load('add1'), "
+                        f"got {type(problems).__name__} {problems!r:.60}")
+    out = list(problems)
+    for i, p in enumerate(out):
+        if not isinstance(p, Problem):
+            raise TypeError(f"tts: problems[{i}] must be a tts.Problem, got {type(p).__name__} {p!r:.60}")
+    return out
+
+
 def run(
     problems: Iterable[Problem],
     strategy: Strategy,
@@ -24,6 +51,14 @@ def run(
     seed: int = 0,
 ) -> list[Result]:
     """Solve problems with a strategy (blocking). ``budget`` caps each problem, ``run_budget`` all of them."""
+    problems = _problems(problems)
+    _check_common(strategy, backend, budget, seed)
+    if run_budget is not None:
+        _check("run_budget", run_budget, Budget, "a tts.Budget or None")
+    _check("concurrency", concurrency, int, "a positive integer")
+    if concurrency < 1:
+        raise ValueError(f"tts: concurrency must be a positive integer, got {concurrency}")
+    _not_in_running_loop("run", "use `await tts.runtime.run_async(problems, strategy, backend, ...)` there")
     ledger = Ledger(budget=run_budget or Budget())
     return asyncio.run(
         run_async(problems, strategy, backend, grade=grade, budget=budget, run_ledger=ledger,
@@ -35,6 +70,9 @@ async def solve_async(
     question: str | Problem, strategy: Strategy, backend: Backend, *, budget: Budget | None = None, seed: int = 0
 ) -> Trace:
     """Answer one question from inside a running event loop (an agent's tool call)."""
+    if not isinstance(question, (str, Problem)):
+        raise TypeError(f"tts: question must be a string or a tts.Problem, got {type(question).__name__}")
+    _check_common(strategy, backend, budget, seed)
     problem = question if isinstance(question, Problem) else Problem(id="question", prompt=question)
     [result] = await run_async([problem], strategy, backend, grade=None, budget=budget, seed=seed)
     return result.trace
@@ -42,4 +80,13 @@ async def solve_async(
 
 def solve(question: str | Problem, strategy: Strategy, backend: Backend, *, budget: Budget | None = None, seed: int = 0) -> Trace:
     """Answer one question (blocking)."""
+    _not_in_running_loop("solve", "use `await tts.solve_async(...)` there")
     return asyncio.run(solve_async(question, strategy, backend, budget=budget, seed=seed))
+
+
+def _not_in_running_loop(name: str, hint: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(f"tts.{name}() cannot run inside a running event loop (an async function, Jupyter); {hint}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from .base import Backend, Generation, GenerationRequest
@@ -21,11 +22,21 @@ class BackendError(ValueError):
     """A backend or model the user named cannot be used; the message says why and what would work."""
 
 
+#: --model names of the testbed's models (the same names --prm takes for its PRMs)
+_TESTBED = Path(__file__).resolve().parent.parent / "testbed"
+TESTBED_MODELS = {"testbed": _TESTBED / "policy", "testbed-policy": _TESTBED / "policy",
+                  "testbed-verifier": _TESTBED / "verifier"}
+HUB_HOST = "huggingface.co"
+
+
 def resolve_model(model: str) -> str:
     """Turn a --model value into something an engine loads: the embedded alias becomes its converted
-    folder; a local path must exist; anything else is treated as a hub id."""
+    folder, the testbed names their folders; a local path must exist; anything else is a hub id, used
+    when it is in the local Hugging Face cache or the hub answers (checked once, no retries)."""
     from . import embedded
 
+    if model in TESTBED_MODELS:
+        return str(TESTBED_MODELS[model])
     if model in embedded.ALIASES:
         try:
             return str(embedded.model_dir())
@@ -40,7 +51,40 @@ def resolve_model(model: str) -> str:
                 f"pass a folder, a hub id, or one of: {', '.join(embedded.ALIASES)}"
             )
         return str(path)
+    _check_hub_id(model)
     return model
+
+
+def _names() -> str:
+    from . import embedded
+
+    return ", ".join([*embedded.ALIASES, *TESTBED_MODELS])
+
+
+def _check_hub_id(model: str) -> None:
+    """A hub id must be in the local cache or the hub must be reachable; otherwise one line at once,
+    instead of the minutes of retries a download attempt spends offline."""
+    if not model or any(c.isspace() for c in model) or model.count("/") > 1:
+        raise BackendError(f"--model {model!r} is neither a local model folder nor a hub id; use a folder or one of: {_names()}")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(model, "config.json"), str):
+            return
+    except Exception:  # no hub client, or an id it does not accept: the checks below decide
+        pass
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if not offline:
+        import socket
+
+        try:
+            socket.create_connection((HUB_HOST, 443), timeout=3).close()
+            return
+        except OSError:
+            pass
+    raise BackendError(f"--model {model!r} is not a local folder, is not in the Hugging Face cache, and the hub is "
+                       f"{'switched off (HF_HUB_OFFLINE)' if offline else 'unreachable from here'}; give a local model "
+                       f"folder or one of: {_names()}")
 
 
 def default_backend_name() -> str:
