@@ -111,6 +111,12 @@ def test_prm_option_builds_scorers_and_verifiers(tmp_path):
 
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "tts_prm.json").write_text(json.dumps({"step_separator": "\n", "label": "mine"}))
+    with pytest.raises(ValueError, match="has no weights"):
+        create("beam_search", 8, SamplingParams(), {"prm": str(tmp_path)})
+    (tmp_path / "model.safetensors").write_bytes(b"")  # the files a PRM folder needs (read when first scoring)
+    with pytest.raises(ValueError, match="has no tokenizer"):
+        create("beam_search", 8, SamplingParams(), {"prm": str(tmp_path)})
+    (tmp_path / "tokenizer.json").write_text("{}")
     beam = create("beam_search", 8, SamplingParams(), {"prm": str(tmp_path)})
     assert isinstance(beam.scorer, PRMStepScorer) and beam.segmenter.delimiter == "\n"
     assert beam.scorer.prm.model == str(tmp_path)
@@ -220,8 +226,17 @@ def test_verifier_settings_are_checked(tmp_path):
     with pytest.raises(ValueError, match="tagged format only"):
         LikelihoodPRM("m", format="chat")
     (tmp_path / "config.json").write_text("{}")
-    (tmp_path / "tts_prm.json").write_text(json.dumps({"kind": "judge"}))
-    with pytest.raises(ValueError, match="kind must be one of token_logit, likelihood"):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    for settings, message in (({"kind": "judge"}, "kind must be one of token_logit, likelihood"),
+                              ({"kind": "likelihood", "bogus": 1}, "unknown PRM setting"),
+                              ({"reduce": "min"}, "unknown PRM setting"),  # a likelihood setting on a token-logit PRM
+                              ("[1]", "must hold a JSON object")):
+        (tmp_path / "tts_prm.json").write_text(settings if isinstance(settings, str) else json.dumps(settings))
+        with pytest.raises(ValueError, match=message):
+            tts.testbed.load_prm(tmp_path)
+    (tmp_path / "tts_prm.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
         tts.testbed.load_prm(tmp_path)
 
 

@@ -444,12 +444,37 @@ class RewardHeadPRM(_PRMBase):
 def load_folder(folder: str | Path, **overrides) -> TokenLogitPRM:
     """The PRM of a local model folder, configured by its tts_prm.json (``overrides`` win); a folder
     without one is read as a Math-Shepherd-style TokenLogitPRM."""
-    path = Path(folder) / FOLDER_CONFIG
-    options = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    import dataclasses
+
+    from ..inputs import InputFileError, read_small_text
+
+    folder = Path(folder)
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("pytorch_model*.bin")):
+        raise ValueError(f"PRM folder {str(folder)!r} has no weights (*.safetensors or pytorch_model*.bin)")
+    if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer_config.json").is_file():
+        raise ValueError(f"PRM folder {str(folder)!r} has no tokenizer (tokenizer.json or tokenizer_config.json)")
+    path = folder / FOLDER_CONFIG
+    options: object = {}
+    if path.exists():
+        try:
+            options = json.loads(read_small_text(path, "PRM settings file"))
+        except InputFileError as exc:
+            raise ValueError(str(exc)) from None
+        except (ValueError, RecursionError):
+            raise ValueError(f"{path}: not valid JSON") from None
     if not isinstance(options, dict):
         raise ValueError(f"{path} must hold a JSON object of PRM options")
     options = {**options, **overrides}
     kind = options.pop("kind", "token_logit")
     if kind not in FOLDER_KINDS:
         raise ValueError(f"{path}: kind must be one of {', '.join(FOLDER_KINDS)}, got {kind!r}")
-    return (LikelihoodPRM if kind == "likelihood" else TokenLogitPRM)(str(folder), **options)
+    cls = LikelihoodPRM if kind == "likelihood" else TokenLogitPRM
+    known = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "model"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown PRM setting(s) {', '.join(map(repr, unknown))}; choose from kind, "
+                         f"{', '.join(sorted(known))}")
+    try:
+        return cls(str(folder), **options)
+    except TypeError as exc:  # a setting of the wrong type
+        raise ValueError(f"{path}: {exc}") from None
