@@ -243,3 +243,13 @@ def test_auroc_matches_counting_pairs_with_ties_half():
     assert pairs == sum(len(p) * len(n) for p, n in groups)
     assert value == pytest.approx(wins / pairs)
     assert grouped_auroc([([0.2], [])]) == (None, 0)
+
+
+def test_plot_paths_are_checked_before_any_work(tmp_path):
+    a = write_results(tmp_path / "a.jsonl", "majority", pools_for(1, 4, 4))
+    runner = CliRunner()
+    for target, message in ((tmp_path, "is a folder"), (tmp_path / "plot", "must end in one of .png"),
+                            (tmp_path / "nowhere" / "p.png", "no folder")):
+        res = runner.invoke(rep.report_command, [str(a), "--plot", str(target)])
+        assert res.exit_code == 2 and message in res.output, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "a.jsonl.lock"]

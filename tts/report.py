@@ -143,7 +143,10 @@ def bootstrap_interval(values: Sequence[float], *, seed: int = 0, resamples: int
 
     data = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
+    # resamples drawn in blocks of about 4 million indices, so memory stays bounded for any file size
+    block = max(1, 4_000_000 // len(data))
+    means = np.concatenate([data[rng.integers(0, len(data), size=(min(block, resamples - i), len(data)))].mean(axis=1)
+                            for i in range(0, resamples, block)])
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(means, [tail, 100 - tail])
     return (float(lo), float(hi))
@@ -153,16 +156,29 @@ def bootstrap_interval(values: Sequence[float], *, seed: int = 0, resamples: int
 
 def load_results(path: str | Path) -> list[dict]:
     """Records of a results file, or ReportError with a one-line reason."""
-    from .results import ResultsFileError, read_records
+    from .results import ResultsFileError, iter_records
 
     path = Path(path)
-    try:
-        records = read_records(path)  # checks every line: type, fields, digest, duplicates
+    try:  # every line is checked (type, fields, digest, duplicates); only what a report reads is kept
+        records = [_slim(r) for r in iter_records(path)]
     except ResultsFileError as exc:
         raise ReportError(str(exc)) from None
     if not records:
         raise ReportError(f"{path}: no results in the file (empty, or only a cut-off line)")
     return records
+
+
+def _slim(record: Mapping) -> dict:
+    """The part of a record the report reads: no candidate texts, scores or problem metadata beyond the
+    level, so a million-record file fits in memory."""
+    keep = ("id", "strategy", "answer", "reference", "correct", "chosen", "ledger", "config_hash", "dataset", "model")
+    out = {k: record[k] for k in keep if k in record}
+    out["candidates"] = [{k: c[k] for k in ("answer", "vote_key", "correct", "num_tokens", "finish_reason") if k in c}
+                         for c in record.get("candidates", [])]
+    level = (record.get("metadata") or {}).get("level")
+    out["metadata"] = {"level": level} if level is not None else {}
+    out["info"] = {k: v for k, v in (record.get("info") or {}).items() if k == "budget_stop"}
+    return out
 
 
 # --- building ------------------------------------------------------------------------------------------
@@ -433,6 +449,10 @@ def _per_candidate(summary: Mapping, x: str) -> float | None:
 
 # --- command -------------------------------------------------------------------------------------------
 
+#: image formats --plot writes (what matplotlib's Agg backend saves)
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
+
+
 @click.command("report")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
@@ -445,6 +465,14 @@ def _per_candidate(summary: Mapping, x: str) -> float | None:
 def report_command(files, as_json, plot_path, x_axis, seed, resamples) -> None:
     """Summarize result files: accuracy with 95% intervals, pass@k and maj@k curves, tokens, FLOPs, wall
     time, per difficulty level; several files are also compared side by side."""
+    if plot_path is not None:  # checked before any work, and never guessed (DIR must not become DIR.png)
+        suffix = Path(plot_path).suffix.lower().lstrip(".")
+        if Path(plot_path).is_dir():
+            raise ReportError(f"--plot {plot_path} is a folder; give an image file such as {Path(plot_path) / 'accuracy.png'}")
+        if suffix not in PLOT_FORMATS:
+            raise ReportError(f"--plot {plot_path}: the file name must end in one of {', '.join('.' + f for f in PLOT_FORMATS)}")
+        if not Path(plot_path).parent.is_dir():
+            raise ReportError(f"--plot {plot_path}: no folder {Path(plot_path).parent}")
     report = build_report(files, seed=seed, resamples=resamples)
     if plot_path is not None:
         try:

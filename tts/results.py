@@ -178,10 +178,37 @@ def _scan(path: Path) -> _Scan:
 def read_records(path: str | Path) -> list[dict]:
     """All complete, valid records of a results file (a partial last line from a killed run is
     ignored); a corrupt, hand-edited or foreign line is a ResultsFileError naming file and line."""
+    return list(iter_records(path))
+
+
+def iter_records(path: str | Path):
+    """The records of :func:`read_records` one at a time, so a reader that keeps only part of each
+    (``tts report``) needs memory for that part only."""
     path = Path(path)
-    scan = _scan(path)
-    _check_unique(path, scan)
-    return scan.records
+    first: dict[tuple, int] = {}
+    try:
+        with open_regular(path, "results file") as fh:
+            for number, raw in bounded_lines(fh, path):
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw)
+                    problem = record_problem(record)
+                except (ValueError, RecursionError) as exc:
+                    record, problem = None, f"not a JSON line ({getattr(exc, 'msg', type(exc).__name__)})"
+                if problem is not None:
+                    if not raw.endswith(b"\n"):
+                        return  # the fragment a killed run left
+                    raise ResultsFileError(f"{path}:{number}: {problem}")
+                key = (record["strategy"], record["id"])
+                if key in first:
+                    raise ResultsFileError(f"{path}:{number}: repeats {key[0]} on problem {key[1]!r} from line {first[key]}")
+                first[key] = number
+                yield record
+    except InputFileError as exc:
+        raise ResultsFileError(str(exc)) from None
+    except UnicodeDecodeError:
+        raise ResultsFileError(f"{path}: not UTF-8 text; not a results file") from None
 
 
 def _check_unique(path: Path, scan: _Scan) -> None:

@@ -1,0 +1,63 @@
+"""Peak memory of ``tts report`` on a large results file (issue 17: bounded for a million records).
+
+Writes N synthetic majority@8 records in the results format (valid digests; candidate texts of about
+200 characters, as a real run stores them), then runs ``tts report`` on them in a child process and
+prints its peak resident memory and wall time.
+
+    .venv/bin/python benchmarks/report_memory.py --records 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tts.results import FORMAT_VERSION, digest
+
+
+def record(i: int, rng: random.Random) -> dict:
+    cands = []
+    for j in range(8):
+        answer = str(rng.randint(0, 3))
+        cands.append({"text": f"Let me think step by step about problem {i}. " * 5 + f"The answer is {answer}.",
+                      "answer": answer, "num_tokens": 48, "finish_reason": "stop", "scores": {"confidence": rng.random()},
+                      "correct": answer == "1"})
+    rec = {"id": f"p{i:07d}", "strategy": "majority", "answer": "1", "reference": "1", "correct": rng.random() < 0.6,
+           "chosen": 0, "candidates": cands, "ledger": {"generated_tokens": 384, "prompt_tokens": 40, "flops": 1.0e9},
+           "info": {}, "metadata": {"level": i % 5 + 1, "question": "What is 1 + 0? " * 4}, "config_hash": "h",
+           "dataset": "synthetic", "model": "m", "run": {"dataset": "synthetic"}, "format": FORMAT_VERSION}
+    rec["digest"] = digest(rec)
+    return rec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=100_000)
+    args = ap.parse_args()
+    rng = random.Random(0)
+    path = Path(tempfile.mkdtemp(prefix="tts-report-")) / "big.jsonl"
+    with path.open("w") as fh:
+        for i in range(args.records):
+            fh.write(json.dumps(record(i, rng), ensure_ascii=False) + "\n")
+    size_mb = path.stat().st_size / 2**20
+    tts = str(Path(sys.executable).with_name("tts"))
+    start = time.perf_counter()
+    proc = subprocess.run([tts, "report", str(path)], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"{args.records} records ({size_mb:.0f} MB file): tts report exit {proc.returncode}, "
+          f"peak RSS {peak_mb:.0f} MB, {seconds:.1f} s")
+    if proc.returncode:
+        print(proc.stderr[-500:])
+    path.unlink()
+
+
+if __name__ == "__main__":
+    main()
