@@ -131,3 +131,49 @@ def test_engine_errors_propagate_and_release_reservations():
 def test_run_async_rejects_bad_concurrency():
     with pytest.raises(ValueError, match="concurrency"):
         run(run_async([], Majority(), ScriptedBackend(["x"]), concurrency=0))
+
+
+# --- what a strategy may see, and a refusal that escapes it (issue 19, items 3 and 5) --------------------
+
+@dataclasses.dataclass(frozen=True)
+class Peeker(Strategy):
+    """Tries to read what only graders may: the reference and the hidden tests."""
+
+    name: str = "peeker"
+
+    async def solve(self, problem, gen):
+        seen = (problem.answer, dict(problem.metadata))
+        return Trace(problem.id, self.name, (), repr(seen), None, {})
+
+
+@dataclasses.dataclass(frozen=True)
+class Reckless(Strategy):
+    """Lets BudgetExhausted escape, as the README's example strategy would."""
+
+    name: str = "reckless"
+
+    async def solve(self, problem, gen):
+        for _ in range(100):
+            await gen.sample(problem, SamplingParams(n=4, max_tokens=8))
+        raise AssertionError("the budget should have stopped this")
+
+
+def test_strategies_never_see_the_reference_or_hidden_tests():
+    problem = Problem("p", prompt="q", answer="42",
+                      metadata={"test": "assert f() == 42", "canonical_solution": "return 42", "level": 3,
+                                "public_tests": "assert f(1) == 1"})
+    backend = ScriptedBackend(lambda prompt, i: "x")
+    [result] = run(run_async([problem], Peeker(), backend, grade=same_answer))
+    answer, metadata = eval(result.trace.answer)
+    assert answer is None and metadata == {"level": 3, "public_tests": "assert f(1) == 1"}
+    assert result.problem.answer == "42" and "test" in result.problem.metadata  # graders still have them
+
+
+def test_a_budget_refusal_that_escapes_a_strategy_ends_only_that_problem():
+    problems = [Problem(f"p{i}", prompt="q") for i in range(3)]
+    backend = ScriptedBackend(lambda prompt, i: "a b c d e f g h")
+    results = run(run_async(problems, Reckless(), backend, budget=Budget(generated_tokens=40)))
+    assert [r.problem.id for r in results] == ["p0", "p1", "p2"]
+    for r in results:
+        assert r.trace.answer is None and "budget exhausted" in r.trace.info["budget_stop"]
+        assert r.trace.ledger["generated_tokens"] <= 40

@@ -164,7 +164,13 @@ async def run_async(
         async with gate:
             ledger = run_ledger.child(budget)
             gen = Generator(backend, ledger, derive_seed(seed, problem.id, strategy.name))
-            trace = await strategy.solve(problem, gen)
+            try:
+                # the strategy sees the problem without its reference or hidden tests: graders only
+                trace = await strategy.solve(problem.public(), gen)
+            except BudgetExhausted as exc:
+                # a strategy that lets a refusal escape (a user's, or a bug) ends this problem with no
+                # answer, recorded like any budget stop; the run goes on
+                trace = Trace(problem.id, strategy.name, (), None, None, {}, {"budget_stop": str(exc)})
             ledger.stop_clock()
             trace = dataclasses.replace(trace, ledger=ledger.snapshot())
             grade_fn = grader(problem) if grader is not None else grade

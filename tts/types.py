@@ -41,6 +41,10 @@ def as_messages(items: Sequence[Message | Mapping[str, str]]) -> tuple[Message, 
     return tuple(out)
 
 
+#: metadata keys that hold what only graders may see (HumanEval's hidden tests, reference solutions)
+GRADER_ONLY = frozenset({"test", "tests", "hidden_tests", "answer", "reference", "solution", "canonical_solution"})
+
+
 @dataclass(frozen=True)
 class Problem:
     """One question. Exactly one of ``prompt`` (a user message) or ``messages`` (a whole chat) is set.
@@ -67,6 +71,15 @@ class Problem:
                 _fail("Problem", "messages", "a non-empty sequence", self.messages)
         if self.answer is not None and not isinstance(self.answer, str):
             object.__setattr__(self, "answer", str(self.answer))
+
+    def public(self) -> "Problem":
+        """The problem as a solver may see it: no reference answer, and none of the metadata only graders
+        may read (``GRADER_ONLY``: hidden tests, reference solutions)."""
+        hidden = {k for k in self.metadata if k in GRADER_ONLY}
+        if self.answer is None and not hidden:
+            return self
+        return Problem(self.id, self.prompt, self.messages, None,
+                       {k: v for k, v in self.metadata.items() if k not in hidden})
 
     def chat(self) -> tuple[Message, ...]:
         """The problem as chat messages (a bare prompt becomes one user message)."""
