@@ -5,12 +5,14 @@ Writes N synthetic majority@8 records in the results format (valid digests; cand
 prints its peak resident memory and wall time.
 
     .venv/bin/python benchmarks/report_memory.py --records 100000
+    .venv/bin/python benchmarks/report_memory.py --records 100000 --checkout ../other-tts   # another version side by side
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -40,6 +42,7 @@ def record(i: int, rng: random.Random) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--checkout", help="also run the report of the tts package in this folder (an older version)")
     args = ap.parse_args()
     rng = random.Random(0)
     path = Path(tempfile.mkdtemp(prefix="tts-report-")) / "big.jsonl"
@@ -47,15 +50,20 @@ def main() -> None:
         for i in range(args.records):
             fh.write(json.dumps(record(i, rng), ensure_ascii=False) + "\n")
     size_mb = path.stat().st_size / 2**20
-    tts = str(Path(sys.executable).with_name("tts"))
-    start = time.perf_counter()
-    proc = subprocess.run([tts, "report", str(path)], capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"{args.records} records ({size_mb:.0f} MB file): tts report exit {proc.returncode}, "
-          f"peak RSS {peak_mb:.0f} MB, {seconds:.1f} s")
-    if proc.returncode:
-        print(proc.stderr[-500:])
+    versions = [("this checkout", None)] + ([(args.checkout, args.checkout)] if args.checkout else [])
+    for label, folder in versions:
+        code = "import sys; from tts.report import report_command; report_command([sys.argv[1]])"
+        env = {**os.environ, **({"PYTHONPATH": str(Path(folder).resolve())} if folder else {})}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env)
+        seconds = time.perf_counter() - start
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        note = "" if peak_mb * 1024 > before else " (peak not above an earlier child's)"
+        print(f"{label}: {args.records} records ({size_mb:.0f} MB file): tts report exit {proc.returncode}, "
+              f"peak RSS {peak_mb:.0f} MB{note}, {seconds:.1f} s")
+        if proc.returncode:
+            print(proc.stderr[-500:])
     path.unlink()
 
 

@@ -22,6 +22,7 @@ JSON output gives how many problems each point averages over.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -65,12 +66,10 @@ def _vote_value(counts: Sequence[int], quality: Sequence[float]) -> float:
 
 def _groups(answers: Sequence[str | None], correct: Sequence[bool]) -> tuple[list[int], list[float], int]:
     """Sizes and correctness of each distinct voted answer, and the number of abstentions."""
-    from .verifiers.answers import normalize_answer
-
     members: dict[str, list[bool]] = {}
     abstain = 0
     for answer, ok in zip(answers, correct):
-        key = normalize_answer(answer) if answer is not None else None
+        key = _normalized(answer) if answer is not None else None
         if key is None:
             abstain += 1
         else:
@@ -112,7 +111,21 @@ def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int, *,
     return total / samples, False
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _normalized(answer: str) -> str | None:
+    """normalize_answer, remembered: a report normalizes the same few answers millions of times."""
+    from .verifiers.answers import normalize_answer
+
+    return normalize_answer(answer)
+
+
 def _maj_by_counts(sizes: Sequence[int], quality: Sequence[float], abstain: int, k: int) -> float:
+    # many problems share a vote structure (8 samples, 2 answers split 5/3, ...): compute each once
+    return _maj_by_counts_cached(tuple(sizes), tuple(quality), abstain, k)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _maj_by_counts_cached(sizes: tuple, quality: tuple, abstain: int, k: int) -> float:
     """Exact expectation by enumerating how many of the k picks fall in each group (multivariate
     hypergeometric weights), which is far fewer cases than subsets when answers repeat."""
     n = sum(sizes) + abstain
