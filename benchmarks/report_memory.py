@@ -53,7 +53,11 @@ def main() -> None:
     versions = [("this checkout", None)] + ([(args.checkout, args.checkout)] if args.checkout else [])
     for label, folder in versions:
         code = "import sys; from tts.report import report_command; report_command([sys.argv[1]])"
-        env = {**os.environ, **({"PYTHONPATH": str(Path(folder).resolve())} if folder else {})}
+        if folder:  # import tts from that folder: ahead of sys.path, and past the editable install's finder
+            code = (f"import sys; sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
+                    f"sys.path.insert(0, {str(Path(folder).resolve())!r}); import tts; "
+                    f"assert tts.__file__.startswith({str(Path(folder).resolve())!r}), tts.__file__; ") + code.split("; ", 1)[1]
+        env = dict(os.environ)
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env)

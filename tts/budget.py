@@ -115,6 +115,7 @@ class Reservation:
     generated_tokens: int
     flops: float
     settled: bool = False
+    calls: int = 1
 
 
 @dataclass
@@ -252,8 +253,41 @@ class Ledger:
             node.flops += usage.flops
             node.engine_calls += usage.engine_calls
 
+    def reserve_verifier(self, tokens: int, flops: float = 0.0, calls: int = 1) -> Reservation:
+        """Reserve a verifier's work (tokens it reads or generates, FLOPs, model calls) before it runs,
+        here and in every parent; BudgetExhausted when any total_tokens, flops, engine_calls or seconds
+        budget cannot pay for all of it (a verifier's work is not clipped: half a score is no score)."""
+        for node in self._chain():
+            b = node.budget
+            if b.seconds is not None and node.wall_seconds >= b.seconds:
+                raise BudgetExhausted("seconds", b.seconds, node.wall_seconds)
+            if b.engine_calls is not None and calls and node.engine_calls + node._reserved_calls + calls > b.engine_calls:
+                raise BudgetExhausted("engine_calls", b.engine_calls, node.engine_calls + node._reserved_calls)
+            if b.total_tokens is not None and node.total_tokens + node._reserved_total + tokens > b.total_tokens:
+                raise BudgetExhausted("total_tokens", b.total_tokens, node.total_tokens + node._reserved_total)
+            if b.flops is not None and node.flops + node._reserved_flops + flops > b.flops:
+                raise BudgetExhausted("flops", b.flops, node.flops + node._reserved_flops)
+        for node in self._chain():
+            node._reserved_total += tokens
+            node._reserved_flops += flops
+            node._reserved_calls += calls
+        return Reservation(SamplingParams(), tokens, 0, flops, calls=calls)
+
+    def settle_verifier(self, reservation: Reservation, tokens: int, flops: float = 0.0, calls: int = 1) -> None:
+        """Release a verifier reservation and charge what the verifier actually did."""
+        if reservation.settled:
+            raise RuntimeError("reservation settled twice")
+        reservation.settled = True
+        for node in self._chain():
+            node._reserved_total -= reservation.prompt_tokens
+            node._reserved_flops -= reservation.flops
+            node._reserved_calls -= reservation.calls
+        self.charge_verifier(tokens, flops, calls)
+
     def charge_verifier(self, tokens: int, flops: float = 0.0, calls: int = 0) -> None:
-        """Charge a verifier's work (scored tokens, FLOPs, model calls) to this ledger and its parents."""
+        """Charge a verifier's work (scored tokens, FLOPs, model calls) to this ledger and its parents.
+        Verifiers reserve first (:meth:`reserve_verifier`, through ``tts.verifiers.metering``); this is
+        the charging half."""
         for node in self._chain():
             node.verifier_tokens += tokens
             node.flops += flops

@@ -40,6 +40,15 @@ def _fail(message: str) -> None:
     raise UserError(message)
 
 
+def one_line(message: str) -> str:
+    """``message`` with every character that could break a line or control the terminal written as an
+    escape (a field name or path from the user's data may hold any of them)."""
+    import unicodedata
+
+    return "".join(c if c == " " or not unicodedata.category(c).startswith(("C", "Z")) else c.encode("unicode_escape").decode()
+                   for c in message)
+
+
 class OneLineErrors(click.Group):
     """A group whose usage errors print as one line (no usage dump, no traceback) and exit 2."""
 
@@ -51,7 +60,7 @@ class OneLineErrors(click.Group):
             click.echo("aborted", err=True)
             sys.exit(130)
         except click.ClickException as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
+            click.echo(f"error: {one_line(exc.format_message())}", err=True)
             sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)

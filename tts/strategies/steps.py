@@ -207,8 +207,9 @@ class PRMStepScorer:
             return []
         sep = self.prm.step_separator or "\n\n"
         texts = [sep.join(s.strip() for s in p.steps if s.strip()) or p.text for p in partials]
-        steps, cost = await asyncio.to_thread(self.prm._score_steps, problem, texts)
-        ledger.charge_verifier(*cost)  # on the event loop thread, where ledgers live
+        from ..verifiers.metering import metered
+
+        steps = await metered(ledger, self.prm._score_steps, problem, texts)  # reserved before it runs
         return [float(s[-1]) if s else 0.0 for s in steps]
 
 

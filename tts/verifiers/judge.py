@@ -124,12 +124,29 @@ class LLMJudge:
         from ..runtime import derive_seed
 
         requests = [self.request(problem, c.text, derive_seed("judge", problem.id, i)) for i, c in enumerate(completions)]
-        generations = await asyncio.gather(*(self.backend.generate(r) for r in requests))
-        for gen in generations:
-            usage = generation_usage(
-                self.backend.shape, gen.prompt_tokens, gen.cached_prompt_tokens, [c.num_tokens for c in gen.completions]
-            )
-            ledger.charge_verifier(usage.total_tokens, usage.flops, 1)
+        # Every judge call is reserved at its worst case (whole prompt computed, every sample at max_tokens)
+        # before any is sent, so a budget refuses the judging instead of being overrun by it.
+        shape = self.backend.shape
+        reservations = []
+        try:
+            for r in requests:
+                prompt = self.backend.count_prompt_tokens(r)
+                n, most = r.params.n, r.params.max_tokens
+                reservations.append(ledger.reserve_verifier(
+                    prompt + n * most, shape.flops(0, prompt) + n * shape.flops(prompt, prompt + most), 1))
+        except BaseException:
+            for res in reservations:
+                ledger.settle_verifier(res, 0, 0.0, 0)
+            raise
+        try:
+            generations = await asyncio.gather(*(self.backend.generate(r) for r in requests))
+        except BaseException:
+            for res in reservations:
+                ledger.settle_verifier(res, 0, 0.0, 0)
+            raise
+        for gen, res in zip(generations, reservations):
+            usage = generation_usage(shape, gen.prompt_tokens, gen.cached_prompt_tokens, [c.num_tokens for c in gen.completions])
+            ledger.settle_verifier(res, usage.total_tokens, usage.flops, 1)
         if self.mode == "yes_prob":
             return [self.yes_probability(g) for g in generations]
         return [self.parse_score(g.completions[0].text if g.completions else "") for g in generations]

@@ -16,6 +16,7 @@ from typing import Sequence
 
 from ..budget import Ledger
 from ..types import Completion, Problem
+from .metering import admit, metered
 from .prm import _HFModel, _Lazy, question_of
 
 
@@ -65,6 +66,7 @@ class SequenceClassifierORM:
         rows = [self.encode(problem, t) for t in texts]
         out = [0.0] * len(rows)
         groups = eng.batches(rows, self.max_batch)
+        admit(eng.cost(rows, len(groups)))  # reserved in the ledger before any forward pass
         for group in groups:
             batch = [rows[i] for i in group]
             # The classifier pools the last token that is not the pad id. Left padding with an id that
@@ -94,6 +96,4 @@ class SequenceClassifierORM:
     async def score(self, problem: Problem, completions: Sequence[Completion], ledger: Ledger) -> list[float]:
         if not completions:
             return []
-        values, cost = await asyncio.to_thread(self.scores, problem, [c.text for c in completions])
-        ledger.charge_verifier(*cost)
-        return values
+        return await metered(ledger, self.scores, problem, [c.text for c in completions])

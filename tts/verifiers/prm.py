@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 from ..budget import Ledger, ModelShape
 from ..types import Completion, Problem
+from .metering import admit, metered
 
 AGGREGATIONS = ("last", "min", "product", "mean")
 #: the file in a local PRM folder that says how to read it: the PRM class's keyword arguments, and
@@ -181,8 +182,7 @@ class _PRMBase:
     async def score(self, problem: Problem, completions: Sequence[Completion], ledger: Ledger) -> list[float]:
         if not completions:
             return []
-        steps, cost = await asyncio.to_thread(self._score_steps, problem, [c.text for c in completions])
-        ledger.charge_verifier(*cost)  # ledgers live on the event loop thread, so charge here
+        steps = await metered(ledger, self._score_steps, problem, [c.text for c in completions])
         return [aggregate(s, self.aggregation) for s in steps]
 
     def step_scores(self, problem: Problem, texts: Sequence[str]) -> list[list[float]]:
@@ -294,6 +294,7 @@ class TokenLogitPRM(_PRMBase):
         read = self._reader(problem)
         out: list[list[float]] = [[] for _ in texts]
         groups = eng.batches(rows, self.max_batch)
+        admit(eng.cost(rows, len(groups)))  # reserved in the ledger before any forward pass
         for group in groups:
             logits, _ = eng.forward([rows[i] for i in group])
             for b, i in enumerate(group):
@@ -427,6 +428,7 @@ class RewardHeadPRM(_PRMBase):
         rows = [e[0] for e in encoded]
         out: list[list[float]] = [[] for _ in texts]
         groups = eng.batches(rows, self.max_batch)
+        admit(eng.cost(rows, len(groups)))  # reserved in the ledger before any forward pass
         for group in groups:
             logits, _ = eng.forward([rows[i] for i in group])
             if logits.shape[-1] <= self.positive_label and logits.shape[-1] != 1:
