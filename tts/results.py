@@ -144,34 +144,38 @@ class _Scan:
     cut_at: int = 0
 
 
-def _scan(path: Path) -> _Scan:
-    scan = _Scan()
+def _parsed_lines(path: Path):
+    """``(line number, byte offset, complete, record, problem)`` for each non-blank line, ``problem``
+    being why the line is not a valid record (None when it is). The one reader of results files."""
     offset = 0
     try:
         with open_regular(path, "results file") as fh:
             for number, raw in bounded_lines(fh, path):
                 start, offset = offset, offset + len(raw)
-                complete = raw.endswith(b"\n")
                 if not raw.strip():
                     continue
                 try:
                     record = json.loads(raw)
                     problem = record_problem(record)
-                except (ValueError, RecursionError) as exc:
+                except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, a huge integer, too deep
                     record, problem = None, f"not a JSON line ({getattr(exc, 'msg', type(exc).__name__)})"
-                if problem is not None:
-                    if not complete:  # the fragment a killed run left
-                        scan.repair, scan.cut_at = "truncate", start
-                        break
-                    raise ResultsFileError(f"{path}:{number}: {problem}")
-                if not complete:
-                    scan.repair = "newline"
-                scan.records.append(record)
-                scan.lines.append(number)
+                yield number, start, raw.endswith(b"\n"), record, problem
     except InputFileError as exc:
         raise ResultsFileError(str(exc)) from None
-    except UnicodeDecodeError:
-        raise ResultsFileError(f"{path}: not UTF-8 text; not a results file") from None
+
+
+def _scan(path: Path) -> _Scan:
+    scan = _Scan()
+    for number, start, complete, record, problem in _parsed_lines(path):
+        if problem is not None:
+            if not complete:  # the fragment a killed run left
+                scan.repair, scan.cut_at = "truncate", start
+                break
+            raise ResultsFileError(f"{path}:{number}: {problem}")
+        if not complete:
+            scan.repair = "newline"
+        scan.records.append(record)
+        scan.lines.append(number)
     return scan
 
 
@@ -186,29 +190,16 @@ def iter_records(path: str | Path):
     (``tts report``) needs memory for that part only."""
     path = Path(path)
     first: dict[tuple, int] = {}
-    try:
-        with open_regular(path, "results file") as fh:
-            for number, raw in bounded_lines(fh, path):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw)
-                    problem = record_problem(record)
-                except (ValueError, RecursionError) as exc:
-                    record, problem = None, f"not a JSON line ({getattr(exc, 'msg', type(exc).__name__)})"
-                if problem is not None:
-                    if not raw.endswith(b"\n"):
-                        return  # the fragment a killed run left
-                    raise ResultsFileError(f"{path}:{number}: {problem}")
-                key = (record["strategy"], record["id"])
-                if key in first:
-                    raise ResultsFileError(f"{path}:{number}: repeats {key[0]} on problem {key[1]!r} from line {first[key]}")
-                first[key] = number
-                yield record
-    except InputFileError as exc:
-        raise ResultsFileError(str(exc)) from None
-    except UnicodeDecodeError:
-        raise ResultsFileError(f"{path}: not UTF-8 text; not a results file") from None
+    for number, _, complete, record, problem in _parsed_lines(path):
+        if problem is not None:
+            if not complete:
+                return  # the fragment a killed run left
+            raise ResultsFileError(f"{path}:{number}: {problem}")
+        key = (record["strategy"], record["id"])
+        if key in first:
+            raise ResultsFileError(f"{path}:{number}: repeats {key[0]} on problem {key[1]!r} from line {first[key]}")
+        first[key] = number
+        yield record
 
 
 def _check_unique(path: Path, scan: _Scan) -> None:
