@@ -19,21 +19,6 @@ from pathlib import Path
 from tts.results import read_records
 
 
-def engine_processes() -> set[int]:
-    """Live processes that are vLLM engines (they rename themselves VLLM::...)."""
-    found = set()
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes()
-                state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if cmd.startswith(b"VLLM::") and state != "Z":
-                found.add(int(d.name))
-    return found
-
-
 def descendants(pid: int) -> set[int]:
     children: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
@@ -89,7 +74,8 @@ def main() -> None:
         proc.kill()
         proc.wait()
         time.sleep(10)
-        left = sorted(p for p in tree | engine_processes() if alive(p))
+        # only this run's own processes: another tts run on the machine has engines of its own
+        left = sorted(p for p in tree if alive(p))
         survivors += len(left)
         records = read_records(out) if out.exists() else []  # raises on any invalid line
         lines_seen.append(len(records))

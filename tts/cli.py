@@ -197,6 +197,7 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     problem against majority voting over 8.
     """
     from . import backends, data, strategies as strategy_registry
+    from .backends.base import EngineError
     from .budget import Budget, Ledger
     from .results import ResultsFileError, ResultsWriter, config_hash
     from .types import SamplingParams
@@ -294,6 +295,9 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
                                                     concurrency, seed)
         except backends.BackendError as exc:  # e.g. a scripted reply file with no reply for a prompt
             _fail(f"--backend {backend_name}: {exc} (the results so far are kept in {out})")
+        except EngineError as exc:  # the engine died mid-run: not bad input, so exit 1, still one line
+            raise click.ClickException(f"--backend {backend_name}: {exc}; the results so far are kept in {out}, "
+                                       "and rerunning the same command resumes them") from None
         finally:
             asyncio.run(engine.aclose())
 

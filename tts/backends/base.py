@@ -16,6 +16,11 @@ from ..budget import ModelShape
 from ..types import Completion, Message, SamplingParams
 
 
+class EngineError(RuntimeError):
+    """An engine failed while a run was using it (it died, or a server stopped answering); the message
+    says what happened. The command line prints it as one line and keeps the results written so far."""
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """A prompt to continue.

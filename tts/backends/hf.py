@@ -21,10 +21,10 @@ from typing import Any
 
 from ..budget import ModelShape
 from ..types import Completion
-from .base import Generation, GenerationRequest, PartialUsage, PromptEncoder
+from .base import EngineError, Generation, GenerationRequest, PartialUsage, PromptEncoder
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(EngineError):
     pass
 
 

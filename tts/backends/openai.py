@@ -56,13 +56,13 @@ import httpx
 
 from ..budget import ModelShape
 from ..types import Completion, FINISH_REASONS
-from .base import Generation, GenerationRequest, PartialUsage, render_prompt
+from .base import EngineError, Generation, GenerationRequest, PartialUsage, render_prompt
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 BYTES_PER_TOKEN_ESTIMATE = 3  # conservative for BPE vocabularies on English text (they average ~4)
 
 
-class OpenAIBackendError(RuntimeError):
+class OpenAIBackendError(EngineError):
     """The server cannot be used: unreachable, wrong model, rejected request, or retries exhausted."""
 
 

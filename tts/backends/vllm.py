@@ -33,13 +33,13 @@ from typing import Any, Iterable
 
 from ..budget import ModelShape
 from ..types import Completion
-from .base import Generation, GenerationRequest, PartialUsage, PromptEncoder
+from .base import EngineError, Generation, GenerationRequest, PartialUsage, PromptEncoder
 
 #: vLLM finish reasons -> ours. "abort" is what an aborted (cancelled) request reports.
 _FINISH = {"stop": "stop", "length": "length", "abort": "cancelled"}
 
 
-class VLLMError(RuntimeError):
+class VLLMError(EngineError):
     """vLLM is missing, cannot load the model, or its engine died."""
 
 
