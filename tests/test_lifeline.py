@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tts import lifeline
+
 PARENT = textwrap.dedent('''
     import multiprocessing as mp, sys, time
     import tts
@@ -40,8 +42,10 @@ def alive(pid: int) -> bool:
 def start(tmp_path, mode):
     script = tmp_path / "parent.py"
     script.write_text(PARENT)
+    # a clean environment: an engine test earlier in this session may have armed this process already
+    env = {k: v for k, v in os.environ.items() if k != lifeline.ENV}
     proc = subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE, text=True,
-                            cwd=tmp_path)
+                            cwd=tmp_path, env=env)
     pids = [int(proc.stdout.readline()) for _ in range(2)]
     return proc, pids
 
