@@ -47,6 +47,10 @@ STATUSES = ("passed", "failed", "timeout", "cpu_limit", "memory_limit", "file_si
 #: what the program sees in its environment; nothing of the grading process's reaches it
 BASE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/work", "TMPDIR": "/tmp"}
 MB = 1024 * 1024
+# Sandboxed runs at once in this process, whatever number of threads ask: a run's wall-clock timeout
+# must measure the program, not the wait for a core (32 problems graded at once timed a correct
+# HumanEval solution out). Callers beyond this wait for a slot before their clock starts.
+_SLOTS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 
 
 class SandboxUnavailable(RuntimeError):
@@ -112,6 +116,7 @@ class TestResult:
 # ------------------------------------------------------------------------------ availability
 
 
+@lru_cache(maxsize=1)
 def _binds() -> list[str]:
     """Host paths the sandbox sees read-only: the system's programs and libraries, and the interpreter."""
     paths = ["/usr", "/bin", "/lib", "/lib64", "/sbin"]
@@ -121,6 +126,7 @@ def _binds() -> list[str]:
     return paths
 
 
+@lru_cache(maxsize=1)
 def _hidden() -> list[str]:
     """Folders inside the bound ones that the sandbox must not see: installed packages (a dataset's
     files, such as HumanEval's tests, may live there), each masked with an empty read-only tmpfs. The
@@ -222,10 +228,8 @@ class _Workspace:
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="tts-sandbox-")
-        self.groups: list[cgroups.Group] = []
-        self.procs: list[subprocess.Popen] = []
-        self.files: dict[int, tuple] = {}
-        self.meta: dict[int, cgroups.Group | None] = {}
+        self.groups: list[cgroups.Group] = []  # every group made, also one whose process failed to start
+        self.procs: list[subprocess.Popen] = []  # each carries its group and output files (see start)
 
     def __enter__(self):
         return self
@@ -235,9 +239,9 @@ class _Workspace:
             _kill(proc)
         for group in self.groups:
             group.remove()
-        for out_f, err_f in self.files.values():
-            out_f.close()
-            err_f.close()
+        for proc in self.procs:
+            for f in proc.tts_output:
+                f.close()
         import shutil
 
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -273,9 +277,8 @@ class _Workspace:
                 start_new_session=True,
             )
         os.unlink(job_path)
+        proc.tts_group, proc.tts_output = group, (out_f, err_f)
         self.procs.append(proc)
-        self.files[proc.pid] = (out_f, err_f)
-        self.meta[proc.pid] = group
         return proc
 
     @staticmethod
@@ -287,14 +290,13 @@ class _Workspace:
             return proc.returncode, True
 
     def output(self, proc: subprocess.Popen, limit: int) -> tuple[str, str]:
-        out_f, err_f = self.files[proc.pid]
+        out_f, err_f = proc.tts_output
         return _read_clipped(out_f, limit), _read_clipped(err_f, limit)
 
     def stop(self, proc: subprocess.Popen) -> None:
         _kill(proc)
-        group = self.meta.get(proc.pid)
-        if group is not None:
-            group.kill()
+        if proc.tts_group is not None:
+            proc.tts_group.kill()
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -362,6 +364,11 @@ def run_program(source: str, sandbox: Sandbox | None = None) -> TestResult:
     exit 0, so this grades nothing: use :func:`run_tests` to grade."""
     box = sandbox or Sandbox()
     _ready(box)
+    with _SLOTS:
+        return _run_program(source, box)
+
+
+def _run_program(source: str, box: Sandbox) -> TestResult:
     start = time.perf_counter()
     with _Workspace() as ws:
         proc = ws.start("script", box, {"source": source})
@@ -369,7 +376,7 @@ def run_program(source: str, sandbox: Sandbox | None = None) -> TestResult:
         ws.stop(proc)
         out, err = ws.output(proc, box.max_output_chars)
         _check_setup(code, err)
-        status = _status(code, timed_out, ws.meta[proc.pid], err)
+        status = _status(code, timed_out, proc.tts_group, err)
     return TestResult(status == "passed", status, code, time.perf_counter() - start, out, err)
 
 
@@ -384,6 +391,11 @@ def run_tests(program: str, tests: str, sandbox: Sandbox | None = None, *, entry
     if not isinstance(entry_point, str) or not entry_point.isidentifier():
         raise ValueError(f"run_tests: entry_point must be a function name, got {entry_point!r}")
     _ready(box)
+    with _SLOTS:
+        return _run_tests(program, tests, box, entry_point, setup, call)
+
+
+def _run_tests(program: str, tests: str, box: Sandbox, entry_point: str, setup: str, call: str | None) -> TestResult:
     start = time.perf_counter()
     deadline = time.monotonic() + box.timeout_s
     to_candidate_r, to_candidate_w = os.pipe()
@@ -408,7 +420,7 @@ def run_tests(program: str, tests: str, sandbox: Sandbox | None = None, *, entry
             cand_code = cand.returncode
             verdict = _read_verdict(report_r)
             out, err = ws.output(cand, box.max_output_chars)
-            h_out, h_err = ws.output(harness, box.max_output_chars)
+            _, h_err = ws.output(harness, box.max_output_chars)
             _check_setup(code, h_err)
             _check_setup(cand_code, err)
             passed = bool(verdict.get("passed") is True and code == 0 and not timed_out)
@@ -418,7 +430,7 @@ def run_tests(program: str, tests: str, sandbox: Sandbox | None = None, *, entry
                 status = "timeout"
             else:
                 status = _status(cand_code if cand_code not in (None, 0, -signal.SIGKILL) else None,
-                                 False, ws.meta[cand.pid], err)
+                                 False, cand.tts_group, err)
                 status = "failed" if status == "passed" else status
             detail = str(verdict.get("error", ""))[:500] or (h_err.strip()[-500:] if not passed else "")
     finally:

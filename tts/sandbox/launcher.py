@@ -276,7 +276,6 @@ def main() -> None:
     os.environ.clear()
     os.environ.update(job["env"])
     sys.argv = ["main.py"]
-    del job["cgroups"]
     try:
         code = role(job)
     except SystemExit:
