@@ -150,7 +150,8 @@ def test_sigkilled_run_resumes_with_every_problem_exactly_once(tmp_path):
 # --- bad values: one line, exit 2, nothing written ------------------------------------------------
 
 @pytest.mark.parametrize("args, expected", [
-    (("--temperature", "nan"), "--temperature must be a number >= 0, got nan"),
+    (("--temperature", "nan"), "Invalid value for '--temperature': 'nan' is not a finite number"),
+    (("--adaptive-threshold", "nan"), "Invalid value for '--adaptive-threshold': 'nan' is not a finite number"),
     (("--temperature", "inf"), "Invalid value for '--temperature': inf is not in the range 0<=x<=100.0"),
     (("--step-delimiter", "\\x"), "--step-delimiter: bad escape '\\\\x'"),
     (("--thinking-opener", "ab\\q"), "--thinking-opener: bad escape '\\\\q'"),

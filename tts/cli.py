@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import platform
 import sys
 import time
@@ -30,6 +31,16 @@ MAX_DEPTH = 1024
 MAX_SIMULATIONS = 100_000
 MAX_TEMPERATURE = 100.0
 DEFAULT_STRATEGIES = "single,majority"
+
+
+class Finite(click.FloatRange):
+    """A float range that also refuses nan and inf (click's FloatRange lets nan through every bound)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class UserError(click.ClickException):
@@ -76,9 +87,7 @@ def _load_recipe(ctx: click.Context, path: str | None) -> None:
     """Make a recipe's values the command's defaults, so options on the command line override them."""
     if path is None:
         return
-    from .recipes import RecipeError, read_recipe, run_options
-
-    from .recipes import check_types
+    from .recipes import RecipeError, check_types, read_recipe, run_options
 
     valid = [p.name for p in ctx.command.params if p.name and p.expose_value]
     try:
@@ -134,8 +143,8 @@ def _strategy_help() -> str:
 @click.option("--limit", type=click.IntRange(1, MAX_PROBLEMS), default=100, show_default=True, help="Number of problems.")
 @click.option("--strategy", "strategies", default=DEFAULT_STRATEGIES, show_default=True, help=_strategy_help())
 @click.option("--n", "n", type=click.IntRange(1, MAX_SAMPLES), default=8, show_default=True, help="Samples per problem (best_of_n, majority).")
-@click.option("--temperature", type=click.FloatRange(0, MAX_TEMPERATURE), default=0.7, show_default=True)
-@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True)
+@click.option("--temperature", type=Finite(0, MAX_TEMPERATURE), default=0.7, show_default=True)
+@click.option("--top-p", type=Finite(min=0, max=1, min_open=True), default=1.0, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(1, MAX_TOKENS), default=48, show_default=True, help="Max tokens per sample.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--budget-tokens", type=click.IntRange(1, MAX_BUDGET_TOKENS), default=None,
@@ -148,10 +157,10 @@ def _strategy_help() -> str:
               help="revise: attempts per chain (n // revisions chains run in parallel). Default 4.")
 @click.option("--adaptive-batch", type=click.IntRange(1, MAX_SAMPLES), default=None, help="adaptive: samples per round. Default 2.")
 @click.option("--adaptive-rule", type=click.Choice(["beta", "dirichlet"]), default=None, help="adaptive: stopping rule. Default beta.")
-@click.option("--adaptive-threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--adaptive-threshold", type=Finite(0, 1, min_open=True, max_open=True), default=None,
               help="adaptive: stop when P(leader is the majority) reaches this. Default 0.95.")
 @click.option("--deepconf-mode", type=click.Choice(["online", "offline"]), default=None, help="deepconf: mode. Default online.")
-@click.option("--deepconf-keep", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--deepconf-keep", type=Finite(0, 1, min_open=True), default=None,
               help="deepconf: fraction of most confident traces that vote. Default 0.9.")
 @click.option("--deepconf-warmup", type=click.IntRange(1, MAX_SAMPLES), default=None, help="deepconf online: warm-up traces. Default 4.")
 @click.option("--deepconf-window", type=click.IntRange(1, MAX_TOKENS), default=None, help="deepconf: confidence window in tokens. Default 8.")
@@ -170,7 +179,7 @@ def _strategy_help() -> str:
 @click.option("--parallel-simulations", type=click.IntRange(1, MAX_SAMPLES), default=None,
               help="mcts: simulations selected at once with virtual loss and expanded together (default 1: sequential).")
 @click.option("--lookahead", type=click.IntRange(0, MAX_DEPTH), default=None, help="beam_search: greedy lookahead steps.")
-@click.option("--tree-temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--tree-temperature", type=Finite(min=0, min_open=True), default=None,
               help="rebase, particle_filter: softmax temperature over step scores.")
 @click.option("--min-thinking-tokens", type=click.IntRange(0, MAX_TOKENS), default=None,
               help="budget forcing: append a Wait when thinking ends before this many tokens (any strategy).")
@@ -200,9 +209,8 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     from .backends.base import EngineError
     from .budget import Budget, Ledger
     from .results import ResultsFileError, ResultsWriter, config_hash
-    from .types import SamplingParams
-
     from .escapes import decode_escapes
+    from .types import SamplingParams
 
     for key in ("step_delimiter", "thinking_opener"):  # "\n" on the command line means a newline
         if strategy_options.get(key):
@@ -240,10 +248,7 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
         check_graders_runnable(problems)
     except SandboxUnavailable as exc:
         _fail(f"--dataset {dataset}: {exc}")
-    try:
-        params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
-    except ValueError as exc:
-        _fail(str(exc).replace("SamplingParams.", "--").replace("_", "-"))
+    params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
     from .strategies.forcing import policy_from_options, with_forcing
 
     try:

@@ -36,11 +36,13 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         text = read_small_text(path, "recipe file")
     except InputFileError as exc:
         raise RecipeError(str(exc)) from None
+    import yaml
+
     try:
         data = yaml_load(text)
     except RecipeError as exc:
         raise RecipeError(f"{path}: {exc}") from None
-    except yaml_error() as exc:
+    except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise RecipeError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
@@ -49,12 +51,6 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of option names to values, got a {type(data).__name__}")
     return data
-
-
-def yaml_error():
-    import yaml
-
-    return yaml.YAMLError
 
 
 def yaml_load(text: str) -> Any:

