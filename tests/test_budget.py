@@ -39,19 +39,21 @@ def test_settle_charges_exact_counts_to_the_whole_chain():
         problem.settle(r, Usage())
 
 
-def test_clipping_drops_samples_before_shortening_them():
+def test_clipping_shares_the_budget_among_all_samples():
     ledger = Ledger(budget=Budget(generated_tokens=25))
     r = ledger.admit(10, SamplingParams(n=8, max_tokens=10), SHAPE)
-    assert (r.params.n, r.params.max_tokens) == (2, 10)
+    assert (r.params.n, r.params.max_tokens) == (8, 3)  # a pool: eight samples of up to 3 tokens
+    assert ledger.room(10, 10, SHAPE) == 1  # 24 of 25 held
     ledger.settle(r, Usage(generated_tokens=12, prompt_tokens=10))
-    # 13 left: one full sample of 10 fits
-    r = ledger.admit(10, SamplingParams(n=8, max_tokens=10), SHAPE)
-    assert (r.params.n, r.params.max_tokens) == (1, 10)
+    assert ledger.room(10, 10, SHAPE) == 13  # what the samples did not use comes back
+    r = ledger.admit(10, SamplingParams(n=2, max_tokens=10), SHAPE)
+    assert (r.params.n, r.params.max_tokens) == (2, 6)
     ledger.settle(r, Usage(generated_tokens=10, prompt_tokens=10))
-    # 3 left: not one full sample, so a shorter one
+    # 3 left: fewer samples only when there is not one token for each
     r = ledger.admit(10, SamplingParams(n=8, max_tokens=10), SHAPE)
-    assert (r.params.n, r.params.max_tokens) == (1, 3)
+    assert (r.params.n, r.params.max_tokens) == (3, 1)
     ledger.settle(r, Usage(generated_tokens=3, prompt_tokens=10))
+    assert ledger.room(10, 10, SHAPE) == 0
     with pytest.raises(BudgetExhausted, match="generated_tokens limit 25"):
         ledger.admit(10, SamplingParams(n=1, max_tokens=10), SHAPE)
 
@@ -75,7 +77,7 @@ def test_run_budget_caps_all_problems_together():
     r1 = p1.admit(5, SamplingParams(n=2, max_tokens=10), SHAPE)
     p1.settle(r1, Usage(generated_tokens=20, prompt_tokens=5))
     r2 = p2.admit(5, SamplingParams(n=2, max_tokens=10), SHAPE)
-    assert (r2.params.n, r2.params.max_tokens) == (1, 10)
+    assert (r2.params.n, r2.params.max_tokens) == (2, 5)
 
 
 def test_total_tokens_budget_pays_for_the_prompt_first():

@@ -79,11 +79,49 @@ def test_confidence_modes():
         token_confidence(lp, "median")
 
 
-def test_budget_clips_majority_to_fewer_samples():
-    # each reply is 1 token; max_tokens=4 -> 10 tokens pay for 2 full samples
+def test_budget_pool_keeps_every_sample_of_majority():
+    # each reply is 1 token; max_tokens=4 -> at worst case 10 tokens would pay for 2 samples, but as a
+    # pool they pay for 8 samples of up to 1 token each, and all of them finish
     r = solve(Majority(n=8, params=SamplingParams(max_tokens=4)), ["4", "5", "4"], budget=Budget(generated_tokens=10))
-    assert len(r.trace.candidates) == 2
+    assert len(r.trace.candidates) == 8 and all(c.finish_reason == "stop" for c in r.trace.candidates)
     assert r.trace.ledger["generated_tokens"] <= 10
+
+
+def continuing(replies):
+    """A script that continues a reply from where the prompt's assistant text left off (like a model
+    whose k-th sample is replies[k]): what a refill request sees."""
+    def reply(prompt, index):
+        written = prompt.split("Assistant: ", 1)[1] if "Assistant: " in prompt else ""
+        if written:
+            return next(r[len(written):] for r in replies if r.startswith(written))
+        return replies[index % len(replies)]
+    return reply
+
+
+def test_samples_cut_by_their_share_are_continued_with_what_others_left():
+    long = " ".join(f"w{i}" for i in range(19)) + " 4"  # 20 tokens
+    replies = ["4"] * 7 + [long]
+    problem = Problem("q", prompt="What is 2 + 2?", answer="4")
+    backend = ScriptedBackend(continuing(replies))
+    strategy = Majority(n=8, params=SamplingParams(max_tokens=30))
+    [r] = run(run_async([problem], strategy, backend, grade=same_answer, budget=Budget(generated_tokens=40)))
+    # first request: 8 samples capped at 40 // 8 = 5; seven stop after 1 token, the long one is cut at
+    # 5; the 28 tokens left continue it (capped at 25 more), and it finishes whole
+    texts = sorted(c.text for c in r.trace.candidates)
+    assert texts == sorted(replies) and all(c.finish_reason == "stop" for c in r.trace.candidates)
+    assert r.trace.ledger["generated_tokens"] == 27 and r.trace.ledger["engine_calls"] == 2
+    assert [q.params.max_tokens for q in backend.requests] == [5, 25]
+
+
+def test_a_pool_too_small_for_every_sample_ends_them_by_length_within_the_budget():
+    long = " ".join(f"w{i}" for i in range(30))
+    backend = ScriptedBackend(continuing([long]))
+    problem = Problem("q", prompt="What is 2 + 2?", answer="4")
+    [r] = run(run_async([problem], Majority(n=4, params=SamplingParams(max_tokens=64)), backend,
+                        grade=same_answer, budget=Budget(generated_tokens=50)))
+    assert len(r.trace.candidates) == 4 and all(c.finish_reason == "length" for c in r.trace.candidates)
+    assert r.trace.ledger["generated_tokens"] <= 50
+    assert r.trace.ledger["generated_tokens"] >= 48  # the pool was spent, not left over
 
 
 def test_budget_refusal_returns_no_answer_instead_of_failing():

@@ -5,7 +5,7 @@ prompt tokens computed and served from cache, verifier tokens, engine calls, FLO
 A :class:`Budget` caps any of these. The cap is enforced where requests enter the backend
 (:meth:`Ledger.admit`): a request is reserved at its worst-case cost before it is sent, so concurrent
 requests of one problem can never overspend together; a request the remaining budget cannot pay for is
-clipped (fewer samples first, then fewer max tokens) or refused with :class:`BudgetExhausted`. When the
+clipped (its samples share what is left, each capped at its share) or refused with :class:`BudgetExhausted`. When the
 engine answers, the reservation is replaced by the engine's own counts (:meth:`Ledger.settle`).
 
 Ledgers are used from the event loop thread only, so they need no locks.
@@ -215,18 +215,19 @@ class Ledger:
     def admit(self, prompt_tokens: int, params: SamplingParams, shape: ModelShape) -> Reservation:
         """Reserve a request's worst-case cost in this ledger and its parents, clipping it to fit.
 
-        Clipping keeps samples whole where it can (fewer samples at full length are worth more than
-        many truncated ones); only when not even one full-length sample fits is max_tokens cut.
+        A request the budget cannot pay in full becomes a pool: the n samples share what the budget can
+        pay (each capped at its share, ``max_tokens = room // n``; fewer samples only when there is not
+        one token for each), and the generator refills samples the cap cut short from what finished
+        samples left unspent (:meth:`tts.runtime.Generator.sample`). So majority@8 under 400 tokens draws
+        eight samples of up to 50 tokens, not one of 256 that then uses ten.
         Raises BudgetExhausted when not even one token can be paid for.
         """
         max_len = prompt_tokens + params.max_tokens
         room = min(node._affordable_generated(prompt_tokens, max_len, shape) for node in self._chain())
         n, max_tokens = params.n, params.max_tokens
         if room < n * max_tokens:
-            if room >= max_tokens:
-                n = int(room // max_tokens)
-            else:
-                n, max_tokens = 1, int(room)
+            n = int(min(n, room))
+            max_tokens = int(min(max_tokens, room // n))
             params = dataclasses.replace(params, n=n, max_tokens=max_tokens)
         generated = n * max_tokens
         flops = shape.flops(0, prompt_tokens) + n * shape.flops(prompt_tokens, prompt_tokens + max_tokens)
@@ -236,6 +237,16 @@ class Ledger:
             node._reserved_flops += flops
             node._reserved_calls += 1
         return Reservation(params, prompt_tokens, generated, flops)
+
+    def room(self, prompt_tokens: int, max_tokens: int, shape: ModelShape) -> int:
+        """Generated tokens a request of this prompt could still be admitted for here and above
+        (0 when none: the budget is spent or a limit other than tokens binds)."""
+        try:
+            max_len = prompt_tokens + max_tokens
+            room = min(node._affordable_generated(prompt_tokens, max_len, shape) for node in self._chain())
+        except BudgetExhausted:
+            return 0
+        return int(min(room, 2**62))
 
     def settle(self, reservation: Reservation, usage: Usage) -> None:
         """Release a reservation and charge what the engine reports it actually did."""

@@ -31,6 +31,22 @@ def as_prompt(prompt: Problem | Sequence[Message] | str) -> tuple[Message, ...] 
     return chat if isinstance(chat, str) else tuple(chat)
 
 
+#: At most this many continuation requests per sample after a pool-capped first request (each costs a
+#: prompt prefill, mostly served from the prefix cache, and a round trip).
+REFILL_ROUNDS = 8
+
+
+def _joined(head: Completion, tail: Completion) -> Completion:
+    """A sample and its continuation as one completion (the continuation's prompt was head's prompt plus
+    head's text, so the parts concatenate; the prompt counts are the first request's)."""
+    logprobs = None if head.logprobs is None or tail.logprobs is None else head.logprobs + tail.logprobs
+    joined = dataclasses.replace(
+        head, text=head.text + tail.text, num_tokens=head.num_tokens + tail.num_tokens,
+        finish_reason=tail.finish_reason, token_ids=head.token_ids + tail.token_ids, logprobs=logprobs,
+        stop_reason=tail.stop_reason)
+    return joined
+
+
 class Generator:
     """A backend handle bound to one problem's ledger. Every request goes through :meth:`sample`."""
 
@@ -50,8 +66,12 @@ class Generator:
     ) -> list[Completion]:
         """Sample completions, paying for them from the ledger first.
 
-        The request may come back with fewer samples or shorter max tokens than asked when the budget
-        cannot pay for all of it; it raises BudgetExhausted when it cannot pay for any.
+        Under a budget that cannot pay for all of a request at its worst case, the samples draw from
+        one pool: each starts capped at its share of what the budget can pay, and samples the cap cut
+        short are continued (in up to ``REFILL_ROUNDS`` further requests, each admitted like any other)
+        with what the samples that finished early left unspent. The request may still come back with
+        fewer samples (not one token each could be paid) or samples ended by the budget
+        (``finish_reason`` "length"); it raises BudgetExhausted when it cannot pay for any.
         """
         if n is not None:
             params = dataclasses.replace(params, n=n)
@@ -61,8 +81,55 @@ class Generator:
             params = dataclasses.replace(params, seed=derive_seed(self.seed, self._requests))
         self._requests += 1
         request = GenerationRequest(as_prompt(prompt), params, prefix)
+        completions, cap = await self._request(request)
+        if cap >= params.max_tokens:
+            return completions
+        return await self._refill(request, completions, cap)
+
+    async def _refill(self, request: GenerationRequest, completions: list[Completion], cap: int) -> list[Completion]:
+        """Continue the samples a pool share cut short, sharing out what the budget has left, round by
+        round, until none is cut short, the budget is spent, or the rounds run out. Refill seeds derive
+        from the request's seed, so reruns draw the same continuations."""
+        params = request.params
+        out = list(completions)
+        caps = [cap] * len(out)  # the share each sample was last capped at
+        last = [c.num_tokens for c in out]  # and the tokens its last request generated
+        for round_ in range(1, REFILL_ROUNDS + 1):
+            # cut short by its share (not by a stop, the model's end or its context length)
+            cut = [i for i, c in enumerate(out) if c.finish_reason == "length" and last[i] >= caps[i]
+                   and c.num_tokens < params.max_tokens]
+            if not cut:
+                break
+            room = self.ledger.room(self.backend.count_prompt_tokens(request), params.max_tokens, self.backend.shape)
+            share = room // len(cut)
+            if share < 1:
+                break
+            jobs = []
+            for i in cut:
+                more = dataclasses.replace(params, n=1, max_tokens=min(share, params.max_tokens - out[i].num_tokens),
+                                           seed=derive_seed(params.seed, "refill", round_, i))
+                caps[i] = more.max_tokens
+                jobs.append(self._continue(dataclasses.replace(request, params=more,
+                                                               prefix=request.prefix + out[i].text)))
+            for i, got in zip(cut, await asyncio.gather(*jobs)):
+                if got is None:  # the budget refused it (another request of this problem took the room)
+                    last[i] = 0  # so it is not tried again
+                    continue
+                caps[i], last[i] = got[1], got[0].num_tokens
+                out[i] = _joined(out[i], got[0])
+        return out
+
+    async def _continue(self, request: GenerationRequest) -> tuple[Completion, int] | None:
+        try:
+            completions, cap = await self._request(request)
+        except BudgetExhausted:
+            return None
+        return (completions[0], cap) if completions else None
+
+    async def _request(self, request: GenerationRequest) -> tuple[list[Completion], int]:
+        """One admitted engine request: the completions and the max_tokens the budget let it have."""
         prompt_tokens = self.backend.count_prompt_tokens(request)
-        reservation = self.ledger.admit(prompt_tokens, params, self.backend.shape)
+        reservation = self.ledger.admit(prompt_tokens, request.params, self.backend.shape)
         request = dataclasses.replace(request, params=reservation.params)
 
         def settle(generation: Generation) -> None:
@@ -82,7 +149,7 @@ class Generator:
             settle(Generation((), 0))  # engine errors and cancellations still release the reservation
             raise
         settle(generation)
-        return list(generation.completions)
+        return list(generation.completions), reservation.params.max_tokens
 
     def _usage(self, generation: Generation) -> Usage:
         if not generation.completions and generation.prompt_tokens == 0:
