@@ -253,3 +253,46 @@ def test_plot_paths_are_checked_before_any_work(tmp_path):
         res = runner.invoke(rep.report_command, [str(a), "--plot", str(target)])
         assert res.exit_code == 2 and message in res.output, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "a.jsonl.lock"]
+
+
+def test_binary_bootstrap_matches_resampling_the_outcomes():
+    # the same distribution as resampling 0/1 outcomes, drawn without them
+    lo, hi = rep.binary_bootstrap_interval(30, 100, seed=3, resamples=4000)
+    ref_lo, ref_hi = rep.bootstrap_interval([1.0] * 30 + [0.0] * 70, seed=3, resamples=4000)
+    assert abs(lo - ref_lo) <= 0.02 and abs(hi - ref_hi) <= 0.02
+    assert rep.binary_bootstrap_interval(2, 2) == (1.0, 1.0) and rep.binary_bootstrap_interval(0, 0) is None
+
+
+def test_report_keeps_no_records_in_memory(tmp_path):
+    """A report tallies as it reads: its memory must not grow by a record's size per record (before,
+    it kept a slimmed copy of every record, about 4.5 KB each for majority@8)."""
+    import gc
+    import tracemalloc
+
+    def peak(count):
+        path = write_results(tmp_path / f"r{count}.jsonl", "majority", pools_for(count, count, 8))
+        gc.collect()
+        tracemalloc.start()
+        rep.build_report([path], resamples=100)
+        top = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return top
+
+    peak(300)  # imports and caches filled once, outside what is compared
+    small, large = peak(301), peak(3000)
+    per_record = (large - small) / 2699
+    # what still grows with the file: the duplicate check's 8-byte tags, and the bounded caches of
+    # normalized answers and vote structures
+    assert per_record < 400, f"{per_record:.0f} bytes per record"
+
+
+def test_a_tag_collision_never_refuses_a_file_and_repeats_still_are(tmp_path, monkeypatch):
+    from tts import results
+
+    path = write_results(tmp_path / "r.jsonl", "majority", pools_for(1, 5, 3))
+    monkeypatch.setattr(results, "_key_tag", lambda key: 7)  # every key collides
+    assert len(results.read_records(path)) == 5
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines + [lines[2]]))
+    with pytest.raises(results.ResultsFileError, match=r":6: repeats majority on problem 'p2' from line 3"):
+        results.read_records(path)

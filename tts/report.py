@@ -29,7 +29,7 @@ import math
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import click
 
@@ -165,95 +165,102 @@ def bootstrap_interval(values: Sequence[float], *, seed: int = 0, resamples: int
     return (float(lo), float(hi))
 
 
-# --- reading -----------------------------------------------------------------------------------------------
+# --- reading ----------------------------------------------------------------------------------------------
 
-def load_results(path: str | Path) -> list[dict]:
-    """Records of a results file, or ReportError with a one-line reason."""
-    from .results import ResultsFileError, iter_records
+def binary_bootstrap_interval(successes: int, n: int, *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES,
+                              level: float = 0.95) -> tuple[float, float] | None:
+    """:func:`bootstrap_interval` of n outcomes of which ``successes`` are 1, without the outcomes:
+    the mean of n draws with replacement from them is Binomial(n, successes / n) / n, so the resamples
+    are drawn directly, in memory and time that do not grow with n."""
+    if n == 0:
+        return None
+    import numpy as np
 
-    path = Path(path)
-    try:  # every line is checked (type, fields, digest, duplicates); only what a report reads is kept
-        records = [_slim(r) for r in iter_records(path)]
-    except ResultsFileError as exc:
-        raise ReportError(str(exc)) from None
-    if not records:
-        raise ReportError(f"{path}: no results in the file (empty, or only a cut-off line)")
-    return records
-
-
-def _slim(record: Mapping) -> dict:
-    """The part of a record the report reads: no candidate texts, scores or problem metadata beyond the
-    level, so a million-record file fits in memory."""
-    keep = ("id", "strategy", "answer", "reference", "correct", "chosen", "ledger", "config_hash", "dataset", "model")
-    out = {k: record[k] for k in keep if k in record}
-    out["candidates"] = [{k: c[k] for k in ("answer", "vote_key", "correct", "num_tokens", "finish_reason") if k in c}
-                         for c in record.get("candidates", [])]
-    level = (record.get("metadata") or {}).get("level")
-    out["metadata"] = {"level": level} if level is not None else {}
-    out["info"] = {k: v for k, v in (record.get("info") or {}).items() if k == "budget_stop"}
-    return out
+    means = np.random.default_rng(seed).binomial(n, successes / n, size=resamples) / n
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return (float(lo), float(hi))
 
 
-# --- building ------------------------------------------------------------------------------------------
+class Tally:
+    """What a report keeps of one strategy's records (or one level's): sums, and per-k sums of the
+    pool curves; never the records. So ``tts report`` reads a file of any length in memory that grows
+    with the largest pool, not the number of records."""
 
-def _pool(record: Mapping) -> tuple[list[str | None], list[bool]]:
-    graded = [c for c in record.get("candidates", []) if isinstance(c, Mapping) and c.get("correct") is not None]
-    # The stored vote key (boxed math) groups answers the way the strategy voted; else the answer itself.
-    return [c.get("vote_key") or c.get("answer") for c in graded], [bool(c["correct"]) for c in graded]
+    def __init__(self) -> None:
+        self.problems = self.graded = self.correct = 0
+        self.generated = self.prompt = self.flops = self.wall = 0.0
+        self.candidates = self.candidate_tokens = self.pool_size = 0
+        self.pass_sums: list[float] = []  # index k-1: sum of pass@k over problems with >= k candidates
+        self.maj_sums: list[float] = []
+        self.eligible: list[int] = []
+        self.maj_exact = True
+
+    def add(self, record: Mapping, *, seed: int = 0) -> None:
+        self.problems += 1
+        ledger = record.get("ledger") or {}
+        self.generated += ledger.get("generated_tokens", 0)
+        self.prompt += ledger.get("prompt_tokens", 0)
+        self.flops += ledger.get("flops", 0.0)
+        self.wall += ledger.get("wall_seconds", 0.0)
+        if record.get("correct") is None:
+            return
+        self.graded += 1
+        self.correct += bool(record["correct"])
+        graded = [c for c in record.get("candidates", []) if isinstance(c, Mapping) and c.get("correct") is not None]
+        if not graded:
+            return
+        self.candidates += len(graded)
+        self.candidate_tokens += sum(c.get("num_tokens", 0) for c in graded)
+        # The stored vote key (boxed math) groups answers the way the strategy voted; else the answer itself.
+        answers = [c.get("vote_key") or c.get("answer") for c in graded]
+        correct = [bool(c["correct"]) for c in graded]
+        n = len(graded)
+        self.pool_size = max(self.pool_size, n)
+        while len(self.eligible) < n:
+            self.pass_sums.append(0.0)
+            self.maj_sums.append(0.0)
+            self.eligible.append(0)
+        for k in range(1, n + 1):
+            # seeded per problem and k, so a sampled estimate does not depend on what else is in the file
+            rng = random.Random(f"{seed}:{record.get('id')}:{k}")
+            value, exact = maj_at_k(answers, correct, k, rng=rng)
+            self.maj_exact = self.maj_exact and exact
+            self.maj_sums[k - 1] += value
+            self.pass_sums[k - 1] += pool_pass_at_k(correct, k)
+            self.eligible[k - 1] += 1
+
+    def summary(self, *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES, with_curves: bool = True) -> dict:
+        out: dict[str, Any] = {
+            "problems": self.problems,
+            "graded": self.graded,
+            "accuracy": self.correct / self.graded if self.graded else None,
+            "wilson": list(wilson_interval(self.correct, self.graded)) if self.graded else None,
+            "bootstrap": (list(binary_bootstrap_interval(self.correct, self.graded, seed=seed, resamples=resamples))
+                          if self.graded else None),
+            "pool_size": self.pool_size,
+            "generated_tokens": float(self.generated),
+            "mean_generated_tokens": self.generated / self.problems if self.problems else 0.0,
+            "mean_tokens_per_candidate": self.candidate_tokens / self.candidates if self.candidates else None,
+            "prompt_tokens": float(self.prompt),
+            "flops": float(self.flops),
+            "mean_flops": self.flops / self.problems if self.problems else 0.0,
+            "wall_seconds": float(self.wall),
+        }
+        if with_curves:
+            out["curve"] = [{"k": k + 1, "problems": self.eligible[k], "pass_at_k": self.pass_sums[k] / self.eligible[k],
+                             "maj_at_k": self.maj_sums[k] / self.eligible[k]} for k in range(len(self.eligible))]
+            out["maj_exact"] = self.maj_exact
+        return out
 
 
-def summarize_records(records: Sequence[Mapping], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES,
+def summarize_records(records: Iterable[Mapping], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES,
                       with_curves: bool = True) -> dict:
     """Accuracy, intervals, pool curves and compute of one strategy's records (a plain dict)."""
-    graded = [r for r in records if r.get("correct") is not None]
-    outcomes = [1.0 if r["correct"] else 0.0 for r in graded]
-    correct = sum(outcomes)
-    ledgers = [r.get("ledger") or {} for r in records]
-    gen = float(sum(l.get("generated_tokens", 0) for l in ledgers))
-    prompt = float(sum(l.get("prompt_tokens", 0) for l in ledgers))
-    flops = float(sum(l.get("flops", 0.0) for l in ledgers))
-    wall = float(sum(l.get("wall_seconds", 0.0) for l in ledgers))
-    pools = [_pool(r) for r in graded]
-    pools = [p for p in pools if p[0]]
-    n_cands = sum(len(a) for a, _ in pools)
-    cand_tokens = sum(c.get("num_tokens", 0) for r in graded for c in r.get("candidates", [])
-                      if isinstance(c, Mapping) and c.get("correct") is not None)
-    out: dict[str, Any] = {
-        "problems": len(records),
-        "graded": len(graded),
-        "accuracy": correct / len(graded) if graded else None,
-        "wilson": list(wilson_interval(correct, len(graded))) if graded else None,
-        "bootstrap": (list(bootstrap_interval(outcomes, seed=seed, resamples=resamples)) if graded else None),
-        "pool_size": max((len(a) for a, _ in pools), default=0),
-        "generated_tokens": gen,
-        "mean_generated_tokens": gen / len(records) if records else 0.0,
-        "mean_tokens_per_candidate": cand_tokens / n_cands if n_cands else None,
-        "prompt_tokens": prompt,
-        "flops": flops,
-        "mean_flops": flops / len(records) if records else 0.0,
-        "wall_seconds": wall,
-    }
-    if with_curves:
-        out["curve"], out["maj_exact"] = pool_curves(pools, seed=seed)
-    return out
-
-
-def pool_curves(pools: Sequence[tuple[Sequence[str | None], Sequence[bool]]], *, seed: int = 0) -> tuple[list[dict], bool]:
-    """pass@k and maj@k for k = 1..max pool size, each averaged over the problems with >= k candidates."""
-    rng = random.Random(seed)
-    biggest = max((len(a) for a, _ in pools), default=0)
-    curve, exact = [], True
-    for k in range(1, biggest + 1):
-        eligible = [(a, c) for a, c in pools if len(a) >= k]
-        passes = [pool_pass_at_k(c, k) for _, c in eligible]
-        majs = []
-        for a, c in eligible:
-            value, was_exact = maj_at_k(a, c, k, rng=rng)
-            majs.append(value)
-            exact = exact and was_exact
-        curve.append({"k": k, "problems": len(eligible), "pass_at_k": sum(passes) / len(passes),
-                      "maj_at_k": sum(majs) / len(majs)})
-    return curve, exact
+    tally = Tally()
+    for record in records:
+        tally.add(record, seed=seed)
+    return tally.summary(seed=seed, resamples=resamples, with_curves=with_curves)
 
 
 def _level_key(level: Any) -> tuple:
@@ -261,30 +268,46 @@ def _level_key(level: Any) -> tuple:
 
 
 def build_report(files: Sequence[str | Path], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
-    """The whole report as plain data (what ``--json`` prints)."""
+    """The whole report as plain data (what ``--json`` prints). Each file is read once, as a stream
+    (every line checked: type, fields, digest, duplicates), into one tally per strategy and level."""
+    from .results import ResultsFileError, iter_records
+
     out_files = []
     for path in files:
-        records = load_results(path)
-        groups: dict[str, list[dict]] = {}
-        for rec in records:
-            groups.setdefault(rec["strategy"], []).append(rec)
-        strategies = {}
-        for name, recs in groups.items():
-            summary = summarize_records(recs, seed=seed, resamples=resamples)
-            by_level: dict[Any, list[dict]] = {}
-            for rec in recs:
+        tallies: dict[str, Tally] = {}
+        levels: dict[str, dict[Any, Tally]] = {}
+        level_names: dict[Any, Any] = {}
+        datasets: set[str] = set()
+        models: set[str] = set()
+        count = 0
+        try:
+            for rec in iter_records(path):
+                count += 1
+                name = rec["strategy"]
+                tallies.setdefault(name, Tally()).add(rec, seed=seed)
                 level = (rec.get("metadata") or {}).get("level")
                 if level is not None:
-                    by_level.setdefault(level, []).append(rec)
-            if by_level:
-                summary["levels"] = {
-                    str(level): {"level": level, **summarize_records(by_level[level], seed=seed, resamples=resamples)}
-                    for level in sorted(by_level, key=_level_key)
-                }
+                    key = json.dumps(level, sort_keys=True)  # any JSON value; 3 and "3" stay apart
+                    level_names.setdefault(key, level)
+                    levels.setdefault(name, {}).setdefault(key, Tally()).add(rec, seed=seed)
+                if rec.get("dataset") is not None:
+                    datasets.add(str(rec["dataset"]))
+                if rec.get("model") is not None:
+                    models.add(str(rec["model"]))
+        except ResultsFileError as exc:
+            raise ReportError(str(exc)) from None
+        if not count:
+            raise ReportError(f"{path}: no results in the file (empty, or only a cut-off line)")
+        strategies = {}
+        for name, tally in tallies.items():
+            summary = tally.summary(seed=seed, resamples=resamples)
+            if name in levels:
+                ordered = sorted(levels[name], key=lambda k: _level_key(level_names[k]))
+                summary["levels"] = {str(level_names[k]): {"level": level_names[k],
+                                                            **levels[name][k].summary(seed=seed, resamples=resamples)}
+                                     for k in ordered}
             strategies[name] = summary
-        datasets = sorted({str(r.get("dataset")) for r in records if r.get("dataset") is not None})
-        models = sorted({str(r.get("model")) for r in records if r.get("model") is not None})
-        out_files.append({"path": str(path), "records": len(records), "datasets": datasets, "models": models,
+        out_files.append({"path": str(path), "records": count, "datasets": sorted(datasets), "models": sorted(models),
                           "strategies": strategies})
     return {"files": out_files, "seed": seed, "bootstrap_resamples": resamples,
             "maj_tie_rule": "ties split evenly among the tied top answers; no-answer candidates abstain"}

@@ -185,7 +185,10 @@ def _valid_records(path: Path):
     """``(line number, offset, complete, record)`` of every valid, unrepeated record; a last partial
     line that is not a record comes as ``record=None`` and ends the file. Shared by the writer's scan
     and :func:`iter_records`, so both refuse exactly the same files."""
-    first: dict[tuple, int] = {}
+    # Repeats are found by an 8-byte tag per (strategy, id), not the key itself, so the check costs
+    # about 60 bytes a record (a million-record file is read in bounded memory); a tag seen before is
+    # confirmed against the earlier lines, so a collision of two different keys never refuses a file.
+    seen: set[int] = set()
     for number, start, complete, record, problem in _parsed_lines(path):
         if problem is not None:
             if not complete:
@@ -193,10 +196,28 @@ def _valid_records(path: Path):
                 return
             raise ResultsFileError(f"{path}:{number}: {problem}")
         key = (record["strategy"], record["id"])
-        if key in first:
-            raise ResultsFileError(f"{path}:{number}: repeats {key[0]} on problem {key[1]!r} from line {first[key]}")
-        first[key] = number
+        tag = _key_tag(key)
+        if tag in seen:
+            earlier = _first_line_of(path, key, number)
+            if earlier is not None:
+                raise ResultsFileError(f"{path}:{number}: repeats {key[0]} on problem {key[1]!r} from line {earlier}")
+        seen.add(tag)
         yield number, start, complete, record
+
+
+def _key_tag(key: tuple) -> int:
+    text = json.dumps(key, ensure_ascii=False)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+def _first_line_of(path: Path, key: tuple, before: int) -> int | None:
+    """The first line before ``before`` holding the record of ``key`` (None: only its tag matched)."""
+    for number, _, _, record, problem in _parsed_lines(path):
+        if number >= before:
+            return None
+        if problem is None and (record["strategy"], record["id"]) == key:
+            return number
+    return None
 
 
 def read_records(path: str | Path) -> list[dict]:
