@@ -148,7 +148,7 @@ def _strategy_help() -> str:
 @click.option("--max-tokens", type=click.IntRange(1, MAX_TOKENS), default=48, show_default=True, help="Max tokens per sample.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--budget-tokens", type=click.IntRange(1, MAX_BUDGET_TOKENS), default=None,
-              help="Hard cap on generated tokens per problem; requests are clipped, then refused.")
+              help="Hard cap on generated tokens per problem: a request's samples share what is left (each capped at its share, then continued with what finished ones left), then requests are refused.")
 @click.option("--run-budget-tokens", type=click.IntRange(1, MAX_BUDGET_TOKENS), default=None,
               help="Hard cap on generated tokens for the whole run.")
 @click.option("--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), default=32, show_default=True,
