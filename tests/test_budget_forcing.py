@@ -14,7 +14,7 @@ from tts.budget import Budget, Ledger
 from tts.runtime import Generator, run_async
 from tts.strategies import Majority, Single
 from tts.strategies.forcing import (
-    BudgetForced, BudgetForcing, after_thinking, detect_delimiters, policy_from_options, with_forcing,
+    BudgetForced, BudgetForcing, after_thinking, detect_delimiters, with_forcing,
 )
 from tts.types import Message, Problem, SamplingParams
 
@@ -343,8 +343,11 @@ def test_invalid_settings_are_refused():
 
 
 def test_policy_from_command_line_options():
-    assert policy_from_options({"max_thinking_tokens": None}) is None
-    policy = policy_from_options({"max_thinking_tokens": 64, "max_waits": 2, "wait_text": "Hmm"})
+    from tts.options import build
+
+    assert not build(BudgetForcing, {"max_thinking_tokens": None}).given
+    assert with_forcing(Single(), build(BudgetForcing, {})) == Single()  # nothing set: nothing wrapped
+    policy = build(BudgetForcing, {"max_thinking_tokens": 64, "max_waits": 2, "wait_text": "Hmm"})
     assert (policy.max_thinking_tokens, policy.max_waits, policy.wait_text) == (64, 2, "Hmm")
     assert with_forcing(Single(), None) == Single()
 

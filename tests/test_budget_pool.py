@@ -51,8 +51,11 @@ LIMITS = {
 assert set(LIMITS) == set(UNITS)
 
 # Wall time is measured, not reserved: a request in flight when the time runs out is cancelled, which
-# the event loop does within a scheduling delay, not to the microsecond.
-SECONDS_SLACK = 0.05
+# the event loop does within a scheduling delay, and the strategy then still selects its answer (and
+# may score what it has). On a loaded 2-core machine that is tens of milliseconds; the slack is wide so
+# the test checks the mechanism (a run that ignored the limit would take its whole search), not the
+# machine's scheduler.
+SECONDS_SLACK = 0.5
 
 
 @pytest.mark.parametrize("unit", UNITS)

@@ -154,7 +154,7 @@ def test_sigkilled_run_resumes_with_every_problem_exactly_once(tmp_path):
     (("--temperature", "nan"), "Invalid value for '--temperature': 'nan' is not a finite number"),
     (("--adaptive-threshold", "nan"), "Invalid value for '--adaptive-threshold': 'nan' is not a finite number"),
     (("--temperature", "inf"), "Invalid value for '--temperature': inf is not in the range 0<=x<=100.0"),
-    (("--step-delimiter", "\\x"), "--step-delimiter: bad escape '\\\\x'"),
+    (("--strategy", "beam_search", "--step-delimiter", "\\x"), "--step-delimiter: bad escape '\\\\x'"),
     (("--thinking-opener", "ab\\q"), "--thinking-opener: bad escape '\\\\q'"),
 ])
 def test_bad_values_are_one_line_errors(script, tmp_path, args, expected):

@@ -245,7 +245,7 @@ def test_auto_from_options_and_registry(tmp_path):
     data = auto_policy().to_json()
     data["rules"][0]["strategy"] = "telepathy"
     path.write_text(json.dumps(data))
-    with pytest.raises(PolicyError, match="unknown strategies telepathy"):
+    with pytest.raises(ValueError, match="unknown strategies telepathy"):
         create("auto", 8, SamplingParams(), {"routing_policy": str(path)})
 
 

@@ -124,9 +124,9 @@ def test_prm_option_builds_scorers_and_verifiers(tmp_path):
     assert best.verifier is beam.scorer.prm and best.verifier.name == "mine_min"
     dvts = create("dvts", 8, SamplingParams(), {"prm": str(tmp_path), "step_delimiter": "\n\n"})
     assert dvts.segmenter.delimiter == "\n\n"
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="set the same thing"):
         create("dvts", 8, SamplingParams(), {"prm": str(tmp_path), "step_scorer": "confidence_mean"})
-    with pytest.raises(ValueError, match="no config.json"):
+    with pytest.raises(ValueError, match="not a folder here either"):
         create("dvts", 8, SamplingParams(), {"prm": str(tmp_path / "missing")})
 
 

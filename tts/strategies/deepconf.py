@@ -22,7 +22,8 @@ from dataclasses import dataclass, field, replace
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Completion, Problem, SamplingParams, Trace
 from ..verifiers.confidence import token_confidence
-from .sampling import Extractor, answer_reader, key_reader, _params_config, choose_for_answer, make_trace, sample_or_nothing, vote
+from ..options import MAX_SAMPLES, MAX_TOKENS, option
+from .sampling import Extractor, answer_reader, choose_for_answer, key_reader, make_trace, sample_or_nothing, samples_option, vote
 
 MODES = ("offline", "online")
 
@@ -37,27 +38,21 @@ def lowest_quantile(values: list[float], fraction: float) -> float:
 
 @dataclass(frozen=True)
 class DeepConf(Strategy):
-    n: int = 16
-    mode: str = "online"
-    keep: float = 0.9
-    warmup: int = 4
-    window: int = 8
+    n: int = samples_option(16)
+    mode: str = option("online", key="deepconf_mode", choices=MODES,
+                       help="online: stop traces whose confidence drops below the warm-up threshold; offline: filter after")
+    keep: float = option(0.9, key="deepconf_keep", low=0, low_open=True, high=1,
+                         help="fraction of most confident traces that vote")
+    warmup: int = option(4, key="deepconf_warmup", low=1, high=MAX_SAMPLES, help="online: warm-up traces")
+    window: int = option(8, key="deepconf_window", low=1, high=MAX_TOKENS, help="confidence window in tokens")
     params: SamplingParams = field(default_factory=SamplingParams)
     extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "deepconf"
 
     def __post_init__(self) -> None:
-        c = "DeepConf"
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"{c}.n must be a positive integer, got {self.n!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"{c}.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if not 0 < self.keep <= 1:
-            raise ValueError(f"{c}.keep must be in (0, 1], got {self.keep!r}")
-        if not isinstance(self.warmup, int) or not 1 <= self.warmup <= self.n:
-            raise ValueError(f"{c}.warmup must be an integer in [1, n={self.n}], got {self.warmup!r}")
-        if not isinstance(self.window, int) or self.window < 1:
-            raise ValueError(f"{c}.window must be a positive integer, got {self.window!r}")
+        super().__post_init__()
+        if self.warmup > self.n:
+            raise ValueError(f"DeepConf.warmup must be an integer in [1, n={self.n}], got {self.warmup!r}")
 
     def confidence(self, completion: Completion) -> float:
         return token_confidence(completion.logprobs or (), "lowest_group", self.window)
@@ -93,7 +88,3 @@ class DeepConf(Strategy):
             threshold=threshold, voters=len(voters),
             stopped_early=sum(c.finish_reason == "low_confidence" for c in candidates), budget_stop=stopped,
         )
-
-    def config(self) -> dict:
-        return {"strategy": self.name, "n": self.n, "mode": self.mode, "keep": self.keep, "warmup": self.warmup,
-                "window": self.window, "params": _params_config(self.params)}

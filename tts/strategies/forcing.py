@@ -33,6 +33,7 @@ from ..backends.base import GenerationRequest
 from ..budget import BudgetExhausted
 from ..runtime import Generator, Strategy, as_prompt, derive_seed
 from ..types import Completion, Message, Problem, SamplingParams, Trace
+from ..options import MAX_DEPTH, MAX_TOKENS, check, option
 from .sampling import Extractor, Single, answer_reader
 
 #: Thinking delimiters of known reasoning-model families, most common first. ``from_tokenizer`` picks
@@ -43,14 +44,6 @@ KNOWN_DELIMITERS: tuple[tuple[str, str], ...] = (
     ("<|begin_of_thought|>", "<|end_of_thought|>"),  # Sky-T1 / Bespoke-Stratos
     ("<|start_thinking|>", "<|end_thinking|>"),
 )
-
-
-def _check_count(name: str, value: Any, minimum: int, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        none = " or None" if allow_none else ""
-        raise ValueError(f"BudgetForcing.{name} must be an integer >= {minimum}{none}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -70,57 +63,64 @@ class BudgetForcing:
     and only the answer is generated.
     """
 
-    think_start: str = "<think>"
-    think_end: str = "</think>"
-    min_thinking_tokens: int | None = None
-    max_thinking_tokens: int | None = None
-    max_waits: int | None = None
-    wait_text: str = "Wait"
-    answer_cue: str = "Final Answer:"
-    answer_max_tokens: int | None = None
+    #: None (both): the delimiters the model's tokenizer knows (chat template or vocabulary), resolved
+    #: when the policy meets its backend (:meth:`wrap`), else ``<think>`` and ``</think>``
+    think_start: str | None = option(None, help="the text that opens thinking (default: the model's own)")
+    think_end: str | None = option(None, help="the text that ends thinking (default: the model's own)")
+    min_thinking_tokens: int | None = option(None, low=0, high=MAX_TOKENS,
+                                             help="append a Wait when thinking ends before this many tokens (any strategy)")
+    max_thinking_tokens: int | None = option(None, low=0, high=MAX_TOKENS,
+                                             help="end thinking after this many tokens and ask for the answer (any strategy; 0: answer at once)")
+    max_waits: int | None = option(None, low=0, high=MAX_DEPTH, help="most Waits per sample")
+    wait_text: str = option("Wait", escapes=True, help="text appended to keep thinking")
+    answer_cue: str = option("Final Answer:", escapes=True, help="text written after thinking to ask for the answer")
+    answer_max_tokens: int | None = option(None, low=1, high=MAX_TOKENS,
+                                           help="most tokens of the answer after thinking (default max_tokens)")
     open_thinking: bool = True
-    thinking_opener: str = ""
+    thinking_opener: str = option("", escapes=True,
+                                  help="words written after the opened thinking to start the model reasoning (prompt, not counted as thinking)")
 
     def __post_init__(self) -> None:
+        check(self)
         for name in ("think_start", "think_end", "wait_text"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
+            if value is not None and not value.strip():
                 raise ValueError(f"BudgetForcing.{name} must be a non-empty string, got {value!r}")
-        if self.think_start == self.think_end:
+        if self.think_start is not None and self.think_start == self.think_end:
             raise ValueError(f"BudgetForcing.think_start and think_end must differ, both are {self.think_start!r}")
-        for name in ("answer_cue", "thinking_opener"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"BudgetForcing.{name} must be a string, got {getattr(self, name)!r}")
-        _check_count("min_thinking_tokens", self.min_thinking_tokens, 0, True)
-        _check_count("max_thinking_tokens", self.max_thinking_tokens, 0, True)
-        _check_count("max_waits", self.max_waits, 0, True)
-        _check_count("answer_max_tokens", self.answer_max_tokens, 1, True)
         if (self.min_thinking_tokens is not None and self.max_thinking_tokens is not None
                 and self.min_thinking_tokens > self.max_thinking_tokens):
             raise ValueError(
                 f"BudgetForcing.min_thinking_tokens ({self.min_thinking_tokens}) must not exceed "
                 f"max_thinking_tokens ({self.max_thinking_tokens})")
 
+    @property
+    def given(self) -> bool:
+        """Whether any setting differs from the defaults (a command line without forcing options wraps nothing)."""
+        return self != BudgetForcing()
+
     # --- construction ------------------------------------------------------------------------------
+    def resolved(self, tokenizer: Any) -> "BudgetForcing":
+        """This policy with its unset delimiters filled: the known pair the tokenizer's model uses (in its
+        chat template or its vocabulary), else ``<think>``/``</think>``. Given delimiters always win."""
+        if self.think_start is not None and self.think_end is not None:
+            return self
+        found = detect_delimiters(tokenizer) if tokenizer is not None else None
+        start, end = found or KNOWN_DELIMITERS[0]
+        return replace(self, think_start=self.think_start or start, think_end=self.think_end or end)
+
     @classmethod
     def from_tokenizer(cls, tokenizer: Any, **settings: Any) -> "BudgetForcing":
-        """A policy with the thinking delimiters this tokenizer's model uses, when it has known ones
-        (in its chat template or its vocabulary); otherwise the configured (or default) delimiters.
-        Explicit ``think_start``/``think_end`` in ``settings`` always win."""
-        found = detect_delimiters(tokenizer)
-        if found is not None and "think_start" not in settings and "think_end" not in settings:
-            settings = {**settings, "think_start": found[0], "think_end": found[1]}
-        return cls(**settings)
+        """A policy with the thinking delimiters this tokenizer's model uses (see :meth:`resolved`)."""
+        return cls(**settings).resolved(tokenizer)
 
     @classmethod
     def for_backend(cls, backend: Any, **settings: Any) -> "BudgetForcing":
-        """:meth:`from_tokenizer` with the backend's tokenizer when it exposes one (hf, vllm, openai with
-        a local tokenizer), else the configured delimiters."""
-        tokenizer = getattr(backend, "tokenizer", None)
-        return cls.from_tokenizer(tokenizer, **settings) if tokenizer is not None else cls(**settings)
+        """:meth:`from_tokenizer` with the backend's tokenizer (None for backends without one)."""
+        return cls(**settings).resolved(getattr(backend, "tokenizer", None))
 
     def wrap(self, gen: Generator) -> "ForcedGenerator":
-        return ForcedGenerator(gen, self)
+        return ForcedGenerator(gen, self.resolved(getattr(gen.backend, "tokenizer", None)))
 
     # --- rules -------------------------------------------------------------------------------------
     def should_wait(self, thinking_tokens: int, waits: int) -> bool:
@@ -134,9 +134,6 @@ class BudgetForcing:
     def thinking_cap(self, params: SamplingParams) -> int:
         """The most thinking tokens one sample may generate (0: none, answer at once)."""
         return self.max_thinking_tokens if self.max_thinking_tokens is not None else params.max_tokens
-
-    def config(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def detect_delimiters(tokenizer: Any) -> tuple[str, str] | None:
@@ -421,8 +418,13 @@ class BudgetForced(Strategy):
     """
 
     inner: Strategy = field(default_factory=Single)
-    policy: BudgetForcing = field(default_factory=BudgetForcing)
+    policy: BudgetForcing = option(default_factory=BudgetForcing, nested=True)
     name: str = ""
+    width_option = None  # the inner strategy's
+
+    @classmethod
+    def shared_settings(cls, params: SamplingParams, options: Mapping[str, Any]) -> dict[str, Any]:
+        return {"inner": Single(params=params)}  # the registered budget_forcing: one forced sample
 
     def __post_init__(self) -> None:
         if not isinstance(self.inner, Strategy):
@@ -434,58 +436,33 @@ class BudgetForced(Strategy):
             name = "budget_forcing" if isinstance(self.inner, Single) else f"{self.inner.name}+budget_forcing"
             object.__setattr__(self, "name", name)
 
-    def _inner_for(self, problem: Problem) -> Strategy:
+    def _inner_for(self, problem: Problem, think_end: str) -> Strategy:
         inner = self.inner
         if dataclasses.is_dataclass(inner) and "extract" in {f.name for f in dataclasses.fields(inner)}:
             reader = answer_reader(getattr(inner, "extract"), problem)
-            inner = replace(inner, extract=after_thinking(reader, self.policy.think_end))
+            inner = replace(inner, extract=after_thinking(reader, think_end))
         return inner
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         forced = self.policy.wrap(gen)
-        trace = await self._inner_for(problem).solve(problem, forced)  # type: ignore[arg-type]
+        trace = await self._inner_for(problem, forced.policy.think_end).solve(problem, forced)  # type: ignore[arg-type]
         summary = forced.summary()
         info = {**trace.info, "thinking_tokens": summary["thinking_tokens"],
                 "answer_tokens": summary["answer_tokens"], "budget_forcing": summary}
         return replace(trace, strategy=self.name, info=info)
 
-    def config(self) -> dict:
-        return {"strategy": self.name, "inner": self.inner.config(), "policy": self.policy.config()}
-
-
-#: command-line option keys -> BudgetForcing fields
-OPTION_KEYS: Mapping[str, str] = {
-    "min_thinking_tokens": "min_thinking_tokens",
-    "max_thinking_tokens": "max_thinking_tokens",
-    "max_waits": "max_waits",
-    "wait_text": "wait_text",
-    "think_start": "think_start",
-    "think_end": "think_end",
-    "answer_cue": "answer_cue",
-    "answer_max_tokens": "answer_max_tokens",
-    "thinking_opener": "thinking_opener",
-}
-
-
-def policy_from_options(options: Mapping[str, Any], backend: Any = None, *, always: bool = False) -> BudgetForcing | None:
-    """The policy the command-line options ask for; None when no forcing option was given (unless
-    ``always``). Delimiters come from the backend's tokenizer when it has known ones."""
-    settings = {field_: options[key] for key, field_ in OPTION_KEYS.items() if options.get(key) is not None}
-    if not settings and not always:
-        return None
-    if backend is not None:
-        return BudgetForcing.for_backend(backend, **settings)
-    return BudgetForcing(**settings)
-
 
 def with_forcing(strategy: Strategy, policy: BudgetForcing | None) -> Strategy:
-    """``strategy`` run on budget-forced traces, or unchanged when there is no policy."""
-    if policy is None or isinstance(strategy, BudgetForced):
+    """``strategy`` run on budget-forced traces, or unchanged when there is no policy (or one that sets
+    nothing); a strategy that is already forced gets this policy."""
+    if policy is None or not policy.given:
         return strategy
+    if isinstance(strategy, BudgetForced):
+        return replace(strategy, policy=policy)
     return BudgetForced(inner=strategy, policy=policy)
 
 
 __all__ = [
     "BudgetForced", "BudgetForcing", "ForcedGenerator", "ForcedSample", "KNOWN_DELIMITERS", "after_thinking",
-    "detect_delimiters", "policy_from_options", "single_token_id", "with_forcing",
+    "detect_delimiters", "single_token_id", "with_forcing",
 ]

@@ -33,6 +33,9 @@ from typing import Any
 
 from ..runtime import Generator
 from ..types import Completion, Problem, Trace
+from ..options import MAX_SAMPLES, MAX_SIMULATIONS, option
+from ..verifiers.registry import SPEC_HELP, resolve
+from .beam import expansions_option
 from .tree import Node, Search, TreeSearch
 
 SELECTION = ("uct", "puct")
@@ -42,37 +45,29 @@ FINALS = ("visits", "value", "vote")
 
 @dataclass(frozen=True)
 class MCTS(TreeSearch):
-    simulations: int = 8
-    expansions: int = 3  # K next steps sampled when a node is expanded
-    c_explore: float = 1.0
-    selection: str = "uct"
-    value: str = "scorer"
+    simulations: int = option(8, low=1, high=MAX_SIMULATIONS, help="simulations (default n)")
+    expansions: int = expansions_option(3, "next steps sampled when a node is expanded")
+    c_explore: float = option(1.0, low=0, high=1e6, help="exploration constant of the selection rule")
+    selection: str = option("uct", key="mcts_selection", choices=SELECTION, help="selection rule")
+    value: str = option("scorer", key="mcts_value", choices=VALUES,
+                        help="a new node's value: its step score, or the score where a greedy rollout from it ends")
     #: outcome verifier for rollouts (value="rollout"); None: the step scorer scores the rollout's end
-    rollout_verifier: Any = None
-    final: str = "visits"
+    rollout_verifier: Any = option(None, parse=resolve, metavar=SPEC_HELP,
+                                   help="scores where a rollout ends (mcts_value rollout; default the step scorer)")
+    final: str = option("visits", key="mcts_final", choices=FINALS,
+                        help="the answer: the most visited path, the highest valued one, or a vote over finished paths")
     #: simulations selected (with virtual loss) and expanded at once; 1: sequential
-    parallel: int = 1
+    parallel: int = option(1, key="parallel_simulations", low=1, high=MAX_SAMPLES,
+                           help="simulations selected at once with virtual loss and expanded together (1: sequential)")
     #: visits worth 0 added to each node on a pending simulation's path (parallel > 1)
-    virtual_loss: int = 1
+    virtual_loss: int = option(1, low=1, high=MAX_SAMPLES, help="visits worth 0 added on a pending simulation's path")
     name: str = "mcts"
+    width_option = "simulations"
 
     def __post_init__(self) -> None:
-        self._check()
-        c = "MCTS"
-        for name in ("simulations", "expansions", "parallel", "virtual_loss"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{c}.{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.c_explore, (int, float)) or self.c_explore < 0:
-            raise ValueError(f"{c}.c_explore must be a number >= 0, got {self.c_explore!r}")
-        if self.selection not in SELECTION:
-            raise ValueError(f"{c}.selection must be one of {', '.join(SELECTION)}, got {self.selection!r}")
-        if self.value not in VALUES:
-            raise ValueError(f"{c}.value must be one of {', '.join(VALUES)}, got {self.value!r}")
-        if self.final not in FINALS:
-            raise ValueError(f"{c}.final must be one of {', '.join(FINALS)}, got {self.final!r}")
+        super().__post_init__()
         if self.rollout_verifier is not None and not hasattr(self.rollout_verifier, "score"):
-            raise ValueError(f"{c}.rollout_verifier must be a Verifier, got {self.rollout_verifier!r}")
+            raise ValueError(f"MCTS.rollout_verifier must be a Verifier, got {self.rollout_verifier!r}")
 
     def ucb(self, parent: Node, child: Node) -> float:
         if child.visits == 0:
@@ -194,12 +189,6 @@ class MCTS(TreeSearch):
             else:
                 node = max(kids, key=lambda k: (k.visits, k.value, -k.id))
 
-    def config(self) -> dict:
-        return {**self.base_config(), "simulations": self.simulations, "expansions": self.expansions,
-                "c_explore": self.c_explore, "selection": self.selection, "value": self.value,
-                "rollout_verifier": getattr(self.rollout_verifier, "name", None), "final": self.final,
-                # Only when set, so that the results files of sequential runs keep their config hash.
-                **({"parallel": self.parallel, "virtual_loss": self.virtual_loss} if self.parallel > 1 else {})}
 
 
 def set_priors(kids: list[Node]) -> None:

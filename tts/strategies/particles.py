@@ -18,21 +18,16 @@ from dataclasses import dataclass
 
 from ..runtime import Generator, derive_seed
 from ..types import Problem, Trace
+from .beam import tree_temperature_option
+from .sampling import samples_option
 from .tree import Node, Search, TreeSearch, softmax
 
 
 @dataclass(frozen=True)
 class ParticleFilter(TreeSearch):
-    n: int = 8  # particles
-    temperature: float = 1.0  # softmax temperature of the resampling weights
+    n: int = samples_option(8, "particles")
+    temperature: float = tree_temperature_option(1.0, "softmax temperature of the resampling weights")
     name: str = "particle_filter"
-
-    def __post_init__(self) -> None:
-        self._check()
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"ParticleFilter.n must be a positive integer, got {self.n!r}")
-        if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
-            raise ValueError(f"ParticleFilter.temperature must be a number > 0, got {self.temperature!r}")
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         s = Search(self, problem, gen)
@@ -65,5 +60,3 @@ class ParticleFilter(TreeSearch):
         candidates, chosen, votes = s.choose(pool)
         return s.trace(candidates, chosen, votes=votes, particles=history, weights=weights_log)
 
-    def config(self) -> dict:
-        return {**self.base_config(), "n": self.n, "temperature": self.temperature}

@@ -19,7 +19,9 @@ from ..budget import BudgetExhausted
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Message, Problem, SamplingParams, Trace
 from ..verifiers.base import Verifier
-from .sampling import Extractor, answer_reader, key_reader, _params_config, choose_for_answer, make_trace, vote
+from ..options import MAX_SAMPLES, option
+from ..verifiers.registry import SPEC_HELP, resolve
+from .sampling import Extractor, answer_reader, choose_for_answer, key_reader, make_trace, samples_option, vote
 
 DEFAULT_INSTRUCTION = (
     "Check your previous answer. If it is wrong, give the corrected answer; if it is right, give it again. "
@@ -37,23 +39,24 @@ def revision_prompt(problem: Problem, attempts: list[str], context: int, instruc
 
 @dataclass(frozen=True)
 class Revise(Strategy):
-    n: int = 8
-    revisions: int = 4
-    context: int = 4
-    instruction: str = DEFAULT_INSTRUCTION
-    verifier: Verifier | None = None
+    n: int = samples_option(8, "attempts per problem (n // revisions chains run in parallel)")
+    revisions: int = option(4, low=1, high=MAX_SAMPLES, help="attempts per chain")
+    context: int = option(4, key="revision_context", low=1, high=MAX_SAMPLES,
+                          help="earlier attempts of its chain a revision sees")
+    instruction: str = option(DEFAULT_INSTRUCTION, key="revision_instruction", escapes=True,
+                              help="what the model is asked after each attempt")
+    verifier: Verifier | None = option(None, key="verifier", aliases=("prm",), parse=resolve, metavar=SPEC_HELP,
+                                       help="picks the best attempt by score (default: majority vote over attempts)")
     params: SamplingParams = field(default_factory=SamplingParams)
     extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "revise"
 
     def __post_init__(self) -> None:
-        c = "Revise"
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"{c}.n must be a positive integer, got {self.n!r}")
-        if not isinstance(self.revisions, int) or not 1 <= self.revisions <= self.n:
-            raise ValueError(f"{c}.revisions must be an integer in [1, n={self.n}], got {self.revisions!r}")
-        if not isinstance(self.context, int) or self.context < 1:
-            raise ValueError(f"{c}.context must be a positive integer, got {self.context!r}")
+        super().__post_init__()
+        if self.revisions > self.n:
+            raise ValueError(f"Revise.revisions must be an integer in [1, n={self.n}], got {self.revisions!r}")
+        if self.verifier is not None and not hasattr(self.verifier, "score"):
+            raise ValueError(f"Revise.verifier must be a verifier (with score()) or None, got {self.verifier!r}")
 
     @property
     def chains(self) -> int:
@@ -92,8 +95,3 @@ class Revise(Strategy):
             chosen = choose_for_answer(candidates, winner, None, key)
         return make_trace(problem, self.name, candidates, chosen, votes=totals, chains=self.chains,
                           revisions=self.revisions, depth=depth, budget_stop=stopped)
-
-    def config(self) -> dict:
-        return {"strategy": self.name, "n": self.n, "revisions": self.revisions, "context": self.context,
-                "instruction": self.instruction, "verifier": self.verifier.name if self.verifier else None,
-                "params": _params_config(self.params)}

@@ -15,7 +15,9 @@ from ..budget import BudgetExhausted
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Completion, Problem, SamplingParams, Trace
 from ..data.grading import extractor_for, vote_key_for
+from ..options import MAX_SAMPLES, option
 from ..verifiers.base import Verifier
+from ..verifiers.registry import SPEC_HELP, resolve
 
 #: text -> the answer key candidates vote with (already normalized); see tts.data.grading.extractor_for
 Extractor = Callable[[str], "str | None"]
@@ -87,6 +89,23 @@ def make_trace(problem: Problem, name: str, candidates: list[Candidate], chosen:
     return Trace(problem.id, name, tuple(candidates), answer, chosen, {}, {k: v for k, v in info.items() if v is not None})
 
 
+def samples_option(default: int, help: str = "samples per problem") -> int:
+    """The width option N (``--n``, or NAME@N) of a strategy that samples N times."""
+    return option(default, help=help, low=1, high=MAX_SAMPLES)
+
+
+def verifier_option(default: str = "confidence_mean",
+                    help: str = "the verifier that scores candidates (default token confidence)") -> Verifier:
+    """A verifier chosen by name (tts.verifiers.registry); ``--prm`` is the older flag for it."""
+    return option(default_factory=lambda: resolve(default), help=help, key="verifier", aliases=("prm",),
+                  parse=resolve, metavar=SPEC_HELP)
+
+
+def check_verifier(strategy) -> None:
+    if not hasattr(strategy.verifier, "score"):
+        raise ValueError(f"{type(strategy).__name__}.verifier must be a verifier (with score()), got {strategy.verifier!r}")
+
+
 @dataclass(frozen=True)
 class Single(Strategy):
     """One sample; its answer is the answer. The baseline every other strategy is measured against."""
@@ -94,6 +113,7 @@ class Single(Strategy):
     params: SamplingParams = field(default_factory=SamplingParams)
     extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "single"
+    width_option = None  # no N: one sample
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         completions, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=1))
@@ -101,22 +121,15 @@ class Single(Strategy):
         candidates = [Candidate.from_completion(c, read(c.text)) for c in completions]
         return make_trace(problem, self.name, candidates, 0 if candidates else None, budget_stop=stopped)
 
-    def config(self) -> dict:
-        return {"strategy": self.name, "params": _params_config(self.params)}
-
 
 @dataclass(frozen=True)
 class Majority(Strategy):
     """Self-consistency (Wang et al. 2022): N samples, the most frequent final answer wins."""
 
-    n: int = 8
+    n: int = samples_option(8)
     params: SamplingParams = field(default_factory=SamplingParams)
     extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "majority"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"Majority.n must be a positive integer, got {self.n!r}")
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         completions, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=self.n))
@@ -127,32 +140,26 @@ class Majority(Strategy):
         return make_trace(problem, self.name, candidates, choose_for_answer(candidates, winner, None, key), votes=totals,
                       budget_stop=stopped)
 
-    def config(self) -> dict:
-        return {"strategy": self.name, "n": self.n, "params": _params_config(self.params)}
-
 
 @dataclass(frozen=True)
 class BestOfN(Strategy):
     """N samples, the one the verifier scores highest wins (ties: the earliest sample)."""
 
-    verifier: Verifier
-    n: int = 8
+    verifier: Verifier = verifier_option()
+    n: int = samples_option(8)
     params: SamplingParams = field(default_factory=SamplingParams)
     extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "best_of_n"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"BestOfN.n must be a positive integer, got {self.n!r}")
+        super().__post_init__()
+        check_verifier(self)
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         candidates, scores, stopped = await sample_and_score(
             gen, problem, self.verifier, replace(self.params, n=self.n), self.extract)
         chosen = max(range(len(scores)), key=lambda i: (scores[i], -i)) if scores else None
         return make_trace(problem, self.name, candidates, chosen, verifier=self.verifier.name, budget_stop=stopped)
-
-    def config(self) -> dict:
-        return {"strategy": self.name, "n": self.n, "verifier": self.verifier.name, "params": _params_config(self.params)}
 
 
 @dataclass(frozen=True)
@@ -161,15 +168,15 @@ class WeightedMajority(Strategy):
     (Li et al. 2023; Snell et al. 2024's "weighted best-of-N"). Scores must be non-negative weights,
     e.g. PRM probabilities or ConfidenceVerifier's geometric-mean token probability."""
 
-    verifier: Verifier
-    n: int = 8
+    verifier: Verifier = verifier_option()
+    n: int = samples_option(8)
     params: SamplingParams = field(default_factory=SamplingParams)
     extract: Extractor | None = None  # None: by the problem's prompt format
     name: str = "weighted_majority"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"WeightedMajority.n must be a positive integer, got {self.n!r}")
+        super().__post_init__()
+        check_verifier(self)
 
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         candidates, scores, stopped = await sample_and_score(
@@ -181,9 +188,6 @@ class WeightedMajority(Strategy):
         chosen = choose_for_answer(candidates, winner, scores, key)
         return make_trace(problem, self.name, candidates, chosen, votes=totals, verifier=self.verifier.name,
                       budget_stop=stopped)
-
-    def config(self) -> dict:
-        return {"strategy": self.name, "n": self.n, "verifier": self.verifier.name, "params": _params_config(self.params)}
 
 
 def choose_for_answer(
@@ -197,10 +201,3 @@ def choose_for_answer(
     if scores is None:
         return indices[0]
     return max(indices, key=lambda i: (scores[i], -i))
-
-
-def _params_config(params: SamplingParams) -> dict:
-    return {
-        "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k,
-        "max_tokens": params.max_tokens, "stop": list(params.stop),
-    }

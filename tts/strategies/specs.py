@@ -29,9 +29,10 @@ def parse_spec(spec: str) -> tuple[str, int | None]:
     return name, int(count)
 
 
-def create_from_spec(spec: str, n: int, params: SamplingParams, options: dict | None = None) -> Strategy:
+def create_from_spec(spec: str, n: int, params: SamplingParams, options: dict | None = None, *,
+                     where: str = "") -> Strategy:
     from . import create
 
     name, count = parse_spec(spec)
-    strategy = create(name, count or n, params, options)
+    strategy = create(name, count or n, params, options, where=where)
     return dataclasses.replace(strategy, name=spec.strip()) if count else strategy

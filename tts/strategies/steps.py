@@ -34,37 +34,48 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from ..budget import Ledger
+from ..options import MAX_TOKENS, check, option
 from ..types import Completion, Problem, SamplingParams
 
 MODES = ("delimiter", "tokens", "regex")
 THINK_CLOSE = "</think>"
+DEFAULT_DELIMITER = "\n\n"
 
 
 @dataclass(frozen=True)
 class Segmenter:
-    mode: str = "delimiter"
-    delimiter: str = "\n\n"
+    mode: str = option("delimiter", key="step_mode", choices=MODES,
+                       help="how a solution is cut into steps: at a delimiter, every step_tokens tokens, or where step_pattern matches")
+    #: None: the tree search's PRM's step separator when it has one, else a blank line
+    delimiter: str | None = option(None, key="step_delimiter", escapes=True,
+                                   help="text that ends a step (\\n escapes allowed); default the PRM's step separator, else a blank line")
     #: tokens mode: tokens per step; other modes: a cap on one step's tokens (None: the path's remaining tokens)
-    step_tokens: int | None = None
+    step_tokens: int | None = option(None, low=1, high=MAX_TOKENS,
+                                     help="tokens per step (step_mode tokens; default 32), else a cap on one step")
     #: regex mode: where a step ends (the match itself stays in the solution text, between the steps)
-    pattern: str | None = None
+    pattern: str | None = option(None, key="step_pattern", help="a regular expression that ends a step (step_mode regex)")
     #: text after </think> is the answer and is written as one final step
     think: bool = True
 
     def __post_init__(self) -> None:
         c = "Segmenter"
-        if self.mode not in MODES:
-            raise ValueError(f"{c}.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.mode == "delimiter" and (not isinstance(self.delimiter, str) or not self.delimiter):
+        check(self)
+        if self.mode == "delimiter" and self.delimiter is not None and not self.delimiter:
             raise ValueError(f"{c}.delimiter must be a non-empty string, got {self.delimiter!r}")
-        if self.step_tokens is not None and (not isinstance(self.step_tokens, int) or self.step_tokens < 1):
-            raise ValueError(f"{c}.step_tokens must be a positive integer or None, got {self.step_tokens!r}")
         if self.mode == "tokens" and self.step_tokens is None:
             object.__setattr__(self, "step_tokens", 32)
         if self.mode == "regex":
             if not isinstance(self.pattern, str) or not self.pattern:
                 raise ValueError(f"{c}.pattern must be a regular expression for mode 'regex', got {self.pattern!r}")
-            re.compile(self.pattern)  # fail here, not in the middle of a search
+            try:
+                re.compile(self.pattern)  # fail here, not in the middle of a search
+            except re.error as exc:
+                raise ValueError(f"{c}.pattern {self.pattern!r} is not a regular expression: {exc}") from None
+
+    @property
+    def end(self) -> str:
+        """The text that ends a step in delimiter mode."""
+        return self.delimiter or DEFAULT_DELIMITER
 
     def answering(self, prefix: str) -> bool:
         """The thinking is closed: what follows is the answer, one final step."""
@@ -76,8 +87,8 @@ class Segmenter:
             return replace(base, stop=tuple(base.stop), max_tokens=max(1, tokens_left))
         cap = tokens_left if self.step_tokens is None else min(self.step_tokens, tokens_left)
         stop = tuple(base.stop)
-        if self.mode == "delimiter" and self.delimiter not in stop:
-            stop = stop + (self.delimiter,)
+        if self.mode == "delimiter" and self.end not in stop:
+            stop = stop + (self.end,)
         return replace(base, stop=stop, max_tokens=max(1, cap))
 
     def cut(self, text: str) -> tuple[str, str] | None:
@@ -127,8 +138,8 @@ def to_step(seg: Segmenter, completion: Completion, prefix: str, backend) -> Ste
         return Step(c.text, "", c.finish_reason == "stop", c.finish_reason, **base)
     if c.finish_reason == "length":
         return Step(c.text, "", False, "length", **base)  # tokens mode: the step boundary; else a long step
-    if seg.mode == "delimiter" and ended_at_stop(c, seg.delimiter, backend):
-        return Step(c.text, seg.delimiter, False, "stop", **base)
+    if seg.mode == "delimiter" and ended_at_stop(c, seg.end, backend):
+        return Step(c.text, seg.end, False, "stop", **base)
     return Step(c.text, "", True, "stop", **base)
 
 

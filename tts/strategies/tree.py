@@ -24,7 +24,9 @@ from ..runtime import Generator, Strategy
 from ..types import Candidate, Problem, SamplingParams, Trace
 from ..verifiers.confidence import ConfidenceVerifier
 from ..verifiers.prm import AGGREGATIONS, aggregate
-from .sampling import Extractor, _params_config, answer_reader, choose_for_answer, make_trace, vote
+from ..options import MAX_DEPTH, option
+from ..verifiers.registry import SPEC_HELP, resolve
+from .sampling import Extractor, answer_reader, choose_for_answer, make_trace, vote
 from .steps import Partial, Segmenter, Step, VerifierStepScorer, as_step_scorer, to_step
 
 SELECTIONS = ("best", "weighted", "majority")
@@ -171,43 +173,32 @@ class TreeSearch(Strategy):
     """Settings every tree search shares. ``params.max_tokens`` caps the generated tokens of one path."""
 
     #: a StepScorer, a PRM (tts.verifiers.prm) or any Verifier (scores the partial text)
-    scorer: Any = field(default_factory=default_scorer)
+    scorer: Any = option(default_factory=default_scorer, key="verifier", aliases=("prm", "step_scorer"),
+                         parse=resolve, metavar=SPEC_HELP,
+                         help="what scores each step (a PRM scores the steps; any other verifier the partial text)")
     params: SamplingParams = field(default_factory=SamplingParams)
-    segmenter: Segmenter = field(default_factory=Segmenter)
-    max_depth: int = 16
+    segmenter: Segmenter = option(default_factory=Segmenter, nested=True)
+    max_depth: int = option(16, low=1, high=MAX_DEPTH, help="most steps per path")
     #: how a path's step scores become its score: last (as search-and-learn), min, product, mean
-    aggregation: str = "last"
+    aggregation: str = option("last", choices=AGGREGATIONS,
+                              help="how a path's step scores combine into its score (min suits a PRM trained only up to the first wrong step, like the testbed's)")
     #: final choice among the finished solutions: best score, weighted vote (by score), majority vote
-    select: str = "best"
+    select: str = option("best", key="tree_select", choices=SELECTIONS,
+                         help="how the final answer is chosen among finished paths")
     extract: Extractor | None = None  # None: by the problem's prompt format
     #: nodes exported into trace.info["tree"] (None: all; 0: no export)
     tree_max_nodes: int | None = 500
     name: str = "tree_search"
 
-    def _check(self) -> None:
-        c = type(self).__name__
-        if not isinstance(self.max_depth, int) or self.max_depth < 1:
-            raise ValueError(f"{c}.max_depth must be a positive integer, got {self.max_depth!r}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"{c}.aggregation must be one of {', '.join(AGGREGATIONS)}, got {self.aggregation!r}")
-        if self.select not in SELECTIONS:
-            raise ValueError(f"{c}.select must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
-        as_step_scorer(self.scorer)
-
     def __post_init__(self) -> None:
-        self._check()
-
-    def base_config(self) -> dict:
+        super().__post_init__()
+        scorer = as_step_scorer(self.scorer)
+        object.__setattr__(self, "scorer", scorer)
         seg = self.segmenter
-        return {
-            "strategy": self.name, "scorer": as_step_scorer(self.scorer).name, "max_depth": self.max_depth,
-            "aggregation": self.aggregation, "select": self.select, "params": _params_config(self.params),
-            "segmenter": {"mode": seg.mode, "delimiter": seg.delimiter, "step_tokens": seg.step_tokens,
-                          "pattern": seg.pattern, "think": seg.think},
-        }
-
-    def config(self) -> dict:
-        return self.base_config()
+        if seg.mode == "delimiter" and seg.delimiter is None:
+            # a PRM reads steps joined by its own separator, so by default the search cuts steps there
+            prm = getattr(scorer, "prm", None)
+            object.__setattr__(self, "segmenter", replace(seg, delimiter=getattr(prm, "step_separator", None) or seg.end))
 
 
 class Search:
@@ -335,58 +326,3 @@ def softmax(values: Sequence[float], temperature: float) -> list[float]:
     exps = [math.exp(x - top) for x in xs]
     total = sum(exps)
     return [e / total for e in exps]
-
-
-def step_scorer_option(value: Any):
-    """The ``step_scorer`` option: None (token confidence), "confidence_<mode>" (mean, tail,
-    lowest_group), or a StepScorer / PRM / Verifier object (Python API)."""
-    if value is None:
-        return default_scorer()
-    if isinstance(value, str):
-        mode = value.removeprefix("confidence_") if value.startswith("confidence") else None
-        if mode in ("mean", "tail", "lowest_group", "confidence"):
-            return VerifierStepScorer(ConfidenceVerifier("mean" if mode == "confidence" else mode))
-        raise ValueError(f"step_scorer must be confidence_mean, confidence_tail or confidence_lowest_group "
-                         f"(other scorers through the Python API), got {value!r}")
-    return as_step_scorer(value)
-
-
-_PRMS: dict[str, Any] = {}
-
-
-def prm_option(value: Any):
-    """The ``prm`` option: a local PRM folder (read with its ``tts_prm.json`` when it has one, else as a
-    Math-Shepherd-style tagged PRM), ``"testbed"`` or ``"testbed-verifier"`` for the testbed's, or a PRM
-    object. A folder is loaded once per process, so every strategy of a run shares one model."""
-    if value is None or not isinstance(value, str):
-        return value
-    if value not in _PRMS:
-        from ..testbed import load_prm
-
-        _PRMS[value] = load_prm(value)
-    return _PRMS[value]
-
-
-def tree_options(options: dict) -> dict[str, Any]:
-    """Constructor arguments every tree search shares, from command-line options (None: default).
-
-    Keys: step_scorer, prm, max_depth, aggregation, tree_select, step_mode, step_delimiter, step_tokens,
-    step_pattern. With ``prm`` the PRM scores the steps (``step_scorer`` must then be unset), and its step
-    separator is the step delimiter unless ``step_delimiter`` says otherwise.
-    """
-    prm = prm_option(options.get("prm"))
-    if prm is not None and options.get("step_scorer") is not None:
-        raise ValueError("give either a PRM or a step scorer for tree search, not both")
-    out: dict[str, Any] = {"scorer": as_step_scorer(prm) if prm is not None
-                           else step_scorer_option(options.get("step_scorer"))}
-    for arg, key in (("max_depth", "max_depth"), ("aggregation", "aggregation"), ("select", "tree_select")):
-        if options.get(key) is not None:
-            out[arg] = options[key]
-    seg = {arg: options[key] for arg, key in (("mode", "step_mode"), ("delimiter", "step_delimiter"),
-                                              ("step_tokens", "step_tokens"), ("pattern", "step_pattern"))
-           if options.get(key) is not None}
-    if prm is not None and "delimiter" not in seg and seg.get("mode", "delimiter") == "delimiter":
-        seg["delimiter"] = getattr(prm, "step_separator", None) or Segmenter.delimiter
-    if seg:
-        out["segmenter"] = Segmenter(**seg)
-    return out
