@@ -527,20 +527,7 @@ def evaluate(rules: Sequence[Rule], rows: Iterable[Row], bins: Mapping[str, int]
 
 
 def verifier_from_spec(spec: str):
-    """A verifier from its policy spec: ``confidence_mean`` / ``confidence_tail`` /
-    ``confidence_lowest_group`` (token confidence, no model), or ``qwen_prm:MODEL``,
-    ``math_shepherd:MODEL``, ``rlhflow:MODEL`` (process reward models on transformers)."""
-    from .verifiers.confidence import MODES, ConfidenceVerifier
+    """The verifier a policy's spec names, from the one verifier registry (tts.verifiers.registry)."""
+    from .verifiers.registry import resolve
 
-    if spec.startswith("confidence_") and spec.removeprefix("confidence_") in MODES:
-        return ConfidenceVerifier(spec.removeprefix("confidence_"))
-    kind, sep, model = spec.partition(":")
-    if sep and model:
-        from .verifiers.prm import RewardHeadPRM, TokenLogitPRM
-
-        makers = {"qwen_prm": RewardHeadPRM.qwen_math_prm, "math_shepherd": TokenLogitPRM.math_shepherd,
-                  "rlhflow": TokenLogitPRM.rlhflow}
-        if kind in makers:
-            return makers[kind](model)
-    raise ValueError(f"unknown verifier {spec!r}; choose from confidence_mean, confidence_tail, "
-                     "confidence_lowest_group, qwen_prm:MODEL, math_shepherd:MODEL, rlhflow:MODEL")
+    return resolve(spec)

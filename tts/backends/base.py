@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from ..budget import ModelShape
 from ..types import Completion, Message, SamplingParams
@@ -56,6 +56,12 @@ class Backend(Protocol):
     name: str
     model_name: str
     shape: ModelShape
+    #: the model's tokenizer where the backend has one locally (budget forcing reads thinking delimiters
+    #: and stop token ids from it); None where it has none (a remote server without one, scripted)
+    tokenizer: Any
+
+    def render(self, request: GenerationRequest) -> str:
+        """The text the model sees for a request (chat template applied, prefix appended)."""
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         """Tokens the engine will see for this request's prompt (template and prefix included)."""

@@ -49,6 +49,7 @@ def tokenize(text: str) -> list[str]:
 
 class ScriptedBackend:
     name = "scripted"
+    tokenizer = None  # the scripted tokenizer is a regex, not a model's: no delimiters to read
 
     def __init__(self, script: Script, *, latency: float = 0.0, model_name: str = "scripted"):
         self.script = script

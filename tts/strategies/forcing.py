@@ -120,7 +120,7 @@ class BudgetForcing:
         return cls(**settings).resolved(getattr(backend, "tokenizer", None))
 
     def wrap(self, gen: Generator) -> "ForcedGenerator":
-        return ForcedGenerator(gen, self.resolved(getattr(gen.backend, "tokenizer", None)))
+        return ForcedGenerator(gen, self.resolved(gen.backend.tokenizer))
 
     # --- rules -------------------------------------------------------------------------------------
     def should_wait(self, thinking_tokens: int, waits: int) -> bool:
@@ -206,7 +206,7 @@ class ForcedGenerator:
         # vLLM's min_tokens only blocks stop *token ids*, and a stop string is matched on detokenized
         # text: so stop at the delimiter's id when it is one token, and keep the string for the case
         # where the model spells it out in several tokens.
-        self.stop_token_id = single_token_id(getattr(gen.backend, "tokenizer", None), policy.think_end)
+        self.stop_token_id = single_token_id(gen.backend.tokenizer, policy.think_end)
 
     # --- reading the state a prefix leaves thinking in ---------------------------------------------
     def _assistant_text(self, chat: tuple[Message, ...] | str, prefix: str) -> str:
@@ -215,10 +215,9 @@ class ForcedGenerator:
         prompt that *describes* the delimiters does not count as opened or closed thinking."""
         if isinstance(chat, str):
             return chat + prefix
-        render = getattr(self.backend, "render", None)
-        if render is None or not chat:
+        if not chat:
             return prefix
-        rendered = render(GenerationRequest(chat, SamplingParams(), ""))
+        rendered = self.backend.render(GenerationRequest(chat, SamplingParams(), ""))
         last = chat[-1].content
         at = rendered.rfind(last) if last else -1
         tail = rendered[at + len(last):] if at >= 0 else ""
