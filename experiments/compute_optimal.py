@@ -62,6 +62,7 @@ from tts.routing import (  # noqa: E402
 )
 from tts.runtime import derive_seed, run_async  # noqa: E402
 from tts.strategies import Auto, BestOfN, create  # noqa: E402
+from tts.strategies.select import choose  # noqa: E402
 from tts.types import SamplingParams  # noqa: E402
 
 SECTION = "compute_optimal"
@@ -260,24 +261,14 @@ def pool_rows(cfg, pool: dict[str, dict]) -> list[Row]:
 
 
 def select_from(strategy: str, subset: list[dict], rng: random.Random) -> float:
-    """Whether the strategy's selection over ``subset`` is correct."""
+    """Whether the strategy's selection over ``subset`` is correct: the strategies' own rules
+    (tts.strategies.select), ties drawn from the bootstrap's stream."""
     if strategy == "single":
         return float(subset[0]["correct"])
-    if strategy == "best_of_n":
-        scores = [s["score"] if s["score"] is not None else -math.inf for s in subset]
-        return float(subset[max(range(len(subset)), key=lambda i: (scores[i], -i))]["correct"])
-    totals: dict[str, float] = {}
-    correct: dict[str, bool] = {}
-    for s in subset:
-        if s["key"] is None:
-            continue
-        totals[s["key"]] = totals.get(s["key"], 0.0) + (1.0 if strategy == "majority" else float(s["score"] or 0.0))
-        correct[s["key"]] = correct.get(s["key"], False) or s["correct"]
-    if not totals:
-        return 0.0
-    best = max(totals.values())
-    tied = sorted(k for k, w in totals.items() if w == best)
-    return float(correct[tied[0] if len(tied) == 1 else rng.choice(tied)])
+    scores = [s["score"] for s in subset]
+    rule = {"best_of_n": "best", "majority": "majority", "weighted_majority": "weighted"}[strategy]
+    chosen, _ = choose(rule, [s["key"] for s in subset], scores, rng.randrange(2**31))
+    return float(subset[chosen]["correct"]) if chosen is not None else 0.0
 
 
 # --- step 2: real runs -------------------------------------------------------------------------------

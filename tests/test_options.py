@@ -174,3 +174,19 @@ def test_help_and_recipe_kinds_come_from_the_declarations():
             expected = {"int": "int", "float": "float", "str": "str", "object": "str"}[d.kind]
             assert kinds[key] == expected, key
     assert "--c-explore" in CliRunner().invoke(cli, ["run", "--help"]).output  # no hand-written list to forget one
+
+
+def test_one_rule_for_a_missing_score_everywhere():
+    """Selection lives in tts.strategies.select; before, auto counted a missing score as 0 while
+    best-of-N in the sweep counted it below everything."""
+    import math
+
+    from tts.strategies import select
+
+    assert select.best([None, -3.0, float("nan")]) == 1  # any real score beats a missing one
+    assert select.best([None, None]) == 0 and select.best([]) is None
+    chosen, totals = select.choose("weighted", ["a", "b", "b"], [0.9, None, math.inf], seed=0)
+    assert (chosen, totals) == (0, {"a": 0.9, "b": 0.0})
+    assert select.choose("majority", [None, None], [0.2, 0.7], seed=0) == (1, {})  # no answers: best score
+    with pytest.raises(ValueError, match="selection rule"):
+        select.choose("loudest", ["a"], None, seed=0)

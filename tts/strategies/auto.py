@@ -31,7 +31,8 @@ from ..routing import SAMPLING, Policy, PolicyError, probe_feature
 from ..verifiers.registry import resolve
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Completion, Problem, SamplingParams, Trace
-from .sampling import Extractor, answer_reader, choose_for_answer, key_reader, make_trace, vote
+from .sampling import Extractor, answer_reader, key_reader, make_trace
+from .select import choose
 
 
 def default_policy() -> Policy:
@@ -147,15 +148,15 @@ class Auto(Strategy):
         return create(rule.setting.strategy, rule.setting.n, self.params, options)
 
 
+#: the selection rule of each sampling strategy a policy may route to (tts.strategies.select)
+_RULES = {"best_of_n": "best", "majority": "majority", "weighted_majority": "weighted"}
+
+
 def _select(strategy: str, candidates: list[Candidate], verifier: str, seed: int, key) -> tuple[int | None, dict | None]:
     """A sampling strategy's selection rule over candidates already scored by ``verifier``."""
     if not candidates:
         return None, None
-    scores = [c.scores.get(verifier, 0.0) for c in candidates]
     if strategy == "single":
         return 0, None
-    if strategy == "best_of_n":
-        return max(range(len(scores)), key=lambda i: (scores[i], -i)), None
-    weights = scores if strategy == "weighted_majority" else None
-    winner, totals = vote([c.answer for c in candidates], weights, seed, key)
-    return choose_for_answer(candidates, winner, weights, key), totals
+    scores = [c.scores.get(verifier) for c in candidates]
+    return choose(_RULES[strategy], [c.answer for c in candidates], scores, seed, key)

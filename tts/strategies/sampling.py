@@ -6,8 +6,6 @@ budget refuses the request outright it returns no answer rather than failing the
 
 from __future__ import annotations
 
-import random
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
@@ -16,6 +14,7 @@ from ..runtime import Generator, Strategy
 from ..types import Candidate, Completion, Problem, SamplingParams, Trace
 from ..data.grading import extractor_for, vote_key_for
 from ..options import MAX_SAMPLES, option
+from .select import best, representative, vote  # noqa: F401  (vote: re-exported for strategy modules)
 from ..verifiers.base import Verifier
 from ..verifiers.registry import SPEC_HELP, resolve
 
@@ -57,31 +56,6 @@ async def sample_and_score(
     read = answer_reader(extract, problem)
     candidates = [Candidate.from_completion(c, read(c.text), {verifier.name: s}) for c, s in zip(completions, scores)]
     return candidates, scores, stopped
-
-
-def vote(
-    answers: Sequence[str | None], weights: Sequence[float] | None, seed: int, key: Key | None = None
-) -> tuple[str | None, dict[str, float]]:
-    """The answer with the largest total weight (count when unweighted); None answers do not vote.
-
-    ``key`` maps equivalent answers to one vote (e.g. math-verify's key); the winner is returned as the
-    first answer written with the winning key, and the totals are labelled the same way.
-    Ties are broken by a seeded draw among the tied keys, sorted first so that the draw depends only on
-    the seed and the set of tied answers, never on sample order.
-    """
-    totals: Counter = Counter()
-    label: dict[str, str] = {}
-    for i, a in enumerate(answers):
-        if a is not None:
-            k = key(a) if key else a
-            label.setdefault(k, a)
-            totals[k] += 1.0 if weights is None else weights[i]
-    if not totals:
-        return None, {}
-    best = max(totals.values())
-    tied = sorted(k for k, w in totals.items() if w == best)
-    winner = tied[0] if len(tied) == 1 else random.Random(seed).choice(tied)
-    return label[winner], {label[k]: w for k, w in totals.items()}
 
 
 def make_trace(problem: Problem, name: str, candidates: list[Candidate], chosen: int | None, **info) -> Trace:
@@ -158,8 +132,7 @@ class BestOfN(Strategy):
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         candidates, scores, stopped = await sample_and_score(
             gen, problem, self.verifier, replace(self.params, n=self.n), self.extract)
-        chosen = max(range(len(scores)), key=lambda i: (scores[i], -i)) if scores else None
-        return make_trace(problem, self.name, candidates, chosen, verifier=self.verifier.name, budget_stop=stopped)
+        return make_trace(problem, self.name, candidates, best(scores), verifier=self.verifier.name, budget_stop=stopped)
 
 
 @dataclass(frozen=True)
@@ -193,11 +166,5 @@ class WeightedMajority(Strategy):
 def choose_for_answer(
     candidates: Sequence[Candidate], answer: str | None, scores: Sequence[float] | None = None, key: Key | None = None
 ) -> int | None:
-    """The candidate that represents the winning answer: its best-scored one, else its first one."""
-    if answer is None:
-        return None
-    same = (lambda a: a is not None and key(a) == key(answer)) if key else (lambda a: a == answer)
-    indices = [i for i, c in enumerate(candidates) if same(c.answer)]
-    if scores is None:
-        return indices[0]
-    return max(indices, key=lambda i: (scores[i], -i))
+    """The candidate that represents the winning answer (tts.strategies.select.representative)."""
+    return representative([c.answer for c in candidates], answer, scores, key)

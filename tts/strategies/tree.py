@@ -26,7 +26,8 @@ from ..verifiers.confidence import ConfidenceVerifier
 from ..verifiers.prm import AGGREGATIONS, aggregate
 from ..options import MAX_DEPTH, option
 from ..verifiers.registry import SPEC_HELP, resolve
-from .sampling import Extractor, answer_reader, choose_for_answer, make_trace, vote
+from .sampling import Extractor, answer_reader, make_trace
+from .select import choose
 from .steps import Partial, Segmenter, Step, VerifierStepScorer, as_step_scorer, to_step
 
 SELECTIONS = ("best", "weighted", "majority")
@@ -289,16 +290,8 @@ class Search:
         """Candidates for the pool and the chosen one: best score, or a (weighted) vote over answers."""
         how = how or self.strategy.select
         candidates = [self.candidate(n) for n in pool]
-        if not candidates:
-            return candidates, None, None
         scores = [c.scores[self.scorer.name] for c in candidates]
-        if how == "best":
-            return candidates, max(range(len(scores)), key=lambda i: (scores[i], -i)), None
-        weights = [max(0.0, s) for s in scores] if how == "weighted" else None
-        winner, totals = vote([c.answer for c in candidates], weights, self.gen.seed)
-        chosen = choose_for_answer(candidates, winner, scores)
-        if chosen is None:  # no candidate has an answer: fall back to the best scored one
-            chosen = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        chosen, totals = choose(how, [c.answer for c in candidates], scores, self.gen.seed)
         return candidates, chosen, totals
 
     def trace(self, candidates: list[Candidate], chosen: int | None, **info) -> Trace:
