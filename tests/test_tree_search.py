@@ -73,7 +73,7 @@ def test_step_stop_and_end_of_sequence_are_told_apart():
     ended = ScriptedBackend._complete(ScriptedReply("one two"), params, 0)
     assert stopped.text == ended.text == "one two" and stopped.finish_reason == ended.finish_reason == "stop"
     assert (stopped.stop_reason, ended.stop_reason) == ("\n\n", None)
-    assert ended_at_stop(stopped, "\n\n", backend) and not ended_at_stop(ended, "\n\n", backend)
+    assert ended_at_stop(stopped, "\n\n") and not ended_at_stop(ended, "\n\n")
     step = to_step(seg, stopped, "", backend)
     assert (step.text, step.join, step.finished) == ("one two", "\n\n", False)
     step = to_step(seg, ended, "", backend)

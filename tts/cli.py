@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .options import MAX_DEPTH, MAX_SAMPLES, MAX_SIMULATIONS, MAX_TEMPERATURE, MAX_TOKENS  # noqa: F401  (documented limits)
+from .options import MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS
 
 EXIT_USAGE = 2
 # The largest value each size option takes (README, "The command line"): far beyond any real run, and

@@ -27,7 +27,7 @@ import struct
 import threading
 import uuid
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -508,8 +508,3 @@ def _shutdown(engine, loop: asyncio.AbstractEventLoop, thread: threading.Thread)
 
 async def _shutdown_on_loop(engine) -> None:
     engine.shutdown()
-
-
-def options_dict(options: VLLMOptions) -> dict[str, Any]:
-    """The options as plain data (for run records)."""
-    return asdict(options)

@@ -99,10 +99,9 @@ class Segmenter:
         return None
 
 
-def ended_at_stop(completion: Completion, stop: str | int, backend=None) -> bool:
+def ended_at_stop(completion: Completion, stop: str | int) -> bool:
     """Did this sample end because it produced ``stop`` (a stop string or stop token id), and not at
-    end-of-sequence? Read from the backend's ``Completion.stop_reason``. (``backend`` is unused; it is
-    kept so that older callers still work.)"""
+    end-of-sequence? Read from the backend's ``Completion.stop_reason``."""
     return completion.finish_reason == "stop" and completion.stop_reason == stop
 
 
@@ -138,7 +137,7 @@ def to_step(seg: Segmenter, completion: Completion, prefix: str, backend) -> Ste
         return Step(c.text, "", c.finish_reason == "stop", c.finish_reason, **base)
     if c.finish_reason == "length":
         return Step(c.text, "", False, "length", **base)  # tokens mode: the step boundary; else a long step
-    if seg.mode == "delimiter" and ended_at_stop(c, seg.end, backend):
+    if seg.mode == "delimiter" and ended_at_stop(c, seg.end):
         return Step(c.text, seg.end, False, "stop", **base)
     return Step(c.text, "", True, "stop", **base)
 
