@@ -82,3 +82,12 @@ def test_default_strategy_objects_build_and_hash():
 
         strategy = create(name, 4 if name != "deepconf" else 8, SamplingParams())
         assert strategy.config()["strategy"] == strategy.name
+
+
+def test_prms_are_step_verifiers_and_outcome_verifiers_are_not():
+    from tts.testbed import PRM_DIR
+    from tts.verifiers.base import StepVerifier
+    from tts.verifiers.prm import TokenLogitPRM
+
+    assert isinstance(TokenLogitPRM(str(PRM_DIR)), StepVerifier)
+    assert not isinstance(resolve("confidence_mean"), StepVerifier)

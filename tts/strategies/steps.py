@@ -35,6 +35,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 from ..budget import Ledger
 from ..options import MAX_TOKENS, check, option
+from ..verifiers.base import StepVerifier
 from ..types import Completion, Problem, SamplingParams
 
 MODES = ("delimiter", "tokens", "regex")
@@ -207,7 +208,7 @@ class PRMStepScorer:
     needs_logprobs: bool = False
 
     def __post_init__(self) -> None:
-        if not hasattr(self.prm, "_score_steps"):
+        if not isinstance(self.prm, StepVerifier):
             raise ValueError(f"PRMStepScorer.prm must be a TokenLogitPRM or RewardHeadPRM, got {self.prm!r}")
         if not self.name:
             object.__setattr__(self, "name", f"{getattr(self.prm, 'label', 'prm')}_step")
@@ -219,7 +220,7 @@ class PRMStepScorer:
         texts = [sep.join(s.strip() for s in p.steps if s.strip()) or p.text for p in partials]
         from ..verifiers.metering import metered
 
-        steps = await metered(ledger, self.prm._score_steps, problem, texts)  # reserved before it runs
+        steps = await metered(ledger, self.prm.score_steps_with_cost, problem, texts)  # reserved before it runs
         return [float(s[-1]) if s else 0.0 for s in steps]
 
 
@@ -241,7 +242,7 @@ def as_step_scorer(scorer) -> StepScorer:
     """A step scorer from a step scorer, a PRM, or any outcome verifier."""
     if hasattr(scorer, "score_steps"):
         return scorer
-    if hasattr(scorer, "_score_steps") and hasattr(scorer, "step_separator"):
+    if isinstance(scorer, StepVerifier):
         return PRMStepScorer(scorer)
     if hasattr(scorer, "score"):
         return VerifierStepScorer(scorer)

@@ -182,12 +182,12 @@ class _PRMBase:
     async def score(self, problem: Problem, completions: Sequence[Completion], ledger: Ledger) -> list[float]:
         if not completions:
             return []
-        steps = await metered(ledger, self._score_steps, problem, [c.text for c in completions])
+        steps = await metered(ledger, self.score_steps_with_cost, problem, [c.text for c in completions])
         return [aggregate(s, self.aggregation) for s in steps]
 
     def step_scores(self, problem: Problem, texts: Sequence[str]) -> list[list[float]]:
         """Per-step scores of each text (no ledger; for analysis and tests)."""
-        return self._score_steps(problem, list(texts))[0]
+        return self.score_steps_with_cost(problem, list(texts))[0]
 
     def engine(self) -> _HFModel:
         lazy: _Lazy = self._lazy
@@ -287,7 +287,7 @@ class TokenLogitPRM(_PRMBase):
             raise ValueError("the chat template does not put the good token right after each generation prompt")
         return ids, positions
 
-    def _score_steps(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
+    def score_steps_with_cost(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
         eng = self.engine()
         encoded = [self.encode(problem, t) for t in texts]
         rows = [e[0] for e in encoded]
@@ -421,7 +421,7 @@ class RewardHeadPRM(_PRMBase):
             )
         return ids, positions
 
-    def _score_steps(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
+    def score_steps_with_cost(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
         eng = self.engine()
         torch = eng.torch
         encoded = [self.encode(problem, t) for t in texts]
