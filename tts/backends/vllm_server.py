@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .vllm import _core_ranges
+from .vllm import core_ranges
 
 
 class VLLMServerError(RuntimeError):
@@ -74,7 +74,7 @@ class VLLMServer:
 
         env = dict(os.environ)
         # the same binding the in-process vllm backend uses: every core this process may run on
-        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", _core_ranges(os.sched_getaffinity(0)))
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", core_ranges(os.sched_getaffinity(0)))
         log = self.log_path.open("w")
         from ..lifeline import die_with_parent
 

@@ -17,7 +17,7 @@ from typing import Sequence
 from ..budget import Ledger
 from ..types import Completion, Problem
 from .metering import admit, metered
-from .prm import _HFModel, _Lazy, question_of
+from .prm import HFModel, LazyModel, question_of
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class SequenceClassifierORM:
     trust_remote_code: bool = False
     name: str = "orm"
     needs_logprobs: bool = False
-    _lazy: _Lazy = field(default_factory=_Lazy, init=False, repr=False, compare=False)
+    _lazy: LazyModel = field(default_factory=LazyModel, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -44,10 +44,10 @@ class SequenceClassifierORM:
         if not isinstance(self.max_batch, int) or self.max_batch < 1:
             raise ValueError(f"SequenceClassifierORM.max_batch must be a positive integer, got {self.max_batch!r}")
 
-    def engine(self) -> _HFModel:
+    def engine(self) -> HFModel:
         with self._lazy.lock:
             if self._lazy.value is None:
-                self._lazy.value = _HFModel(
+                self._lazy.value = HFModel(
                     self.model, "sequence_classification", self.device, self.dtype, self.trust_remote_code
                 )
             return self._lazy.value

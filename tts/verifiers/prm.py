@@ -72,7 +72,7 @@ def question_of(problem: Problem) -> str:
     return users[-1] if users else ""
 
 
-class _HFModel:
+class HFModel:
     """A tokenizer + model pair loaded once, with the bits of scoring every PRM/ORM shares."""
 
     def __init__(self, path: str, kind: str, device: str, dtype: str, trust_remote_code: bool = False):
@@ -102,9 +102,9 @@ class _HFModel:
         # One forward at a time: concurrent problems share the model, and CPU forwards gain nothing from
         # overlapping; it also guards config tweaks made just before a forward (the ORM's pad id).
         self.lock = threading.RLock()
-        from ..backends.hf import _model_shape
+        from ..backends.hf import model_shape
 
-        self.shape: ModelShape = _model_shape(self.model)
+        self.shape: ModelShape = model_shape(self.model)
 
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -170,12 +170,12 @@ def _check_common(cls: str, obj: Any) -> None:
         raise ValueError(f"{cls}.step_separator must be a string, got {obj.step_separator!r}")
 
 
-class _Lazy:
+class LazyModel:
     """Loads the model on first use, once, even when several threads ask at the same time."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.value: _HFModel | None = None
+        self.value: HFModel | None = None
 
 
 class _PRMBase:
@@ -189,8 +189,8 @@ class _PRMBase:
         """Per-step scores of each text (no ledger; for analysis and tests)."""
         return self.score_steps_with_cost(problem, list(texts))[0]
 
-    def engine(self) -> _HFModel:
-        lazy: _Lazy = self._lazy
+    def engine(self) -> HFModel:
+        lazy: LazyModel = self._lazy
         with lazy.lock:
             if lazy.value is None:
                 lazy.value = self._load()
@@ -225,7 +225,7 @@ class TokenLogitPRM(_PRMBase):
     dtype: str = "auto"
     label: str = "prm"
     needs_logprobs: bool = False
-    _lazy: _Lazy = field(default_factory=_Lazy, init=False, repr=False, compare=False)
+    _lazy: LazyModel = field(default_factory=LazyModel, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_common("TokenLogitPRM", self)
@@ -249,8 +249,8 @@ class TokenLogitPRM(_PRMBase):
     def rlhflow(cls, model: str, **kw) -> "TokenLogitPRM":
         return cls(model, format="chat", good_token="+", bad_token="-", **kw)
 
-    def _load(self) -> _HFModel:
-        return _HFModel(self.model, "causal_lm", self.device, self.dtype)
+    def _load(self) -> HFModel:
+        return HFModel(self.model, "causal_lm", self.device, self.dtype)
 
     def _question_ids(self, problem: Problem) -> list[int]:
         """Tagged format: the ids before the first step (BOS, prefix, question, separator)."""
@@ -381,7 +381,7 @@ class RewardHeadPRM(_PRMBase):
     dtype: str = "auto"
     label: str = "prm"
     needs_logprobs: bool = False
-    _lazy: _Lazy = field(default_factory=_Lazy, init=False, repr=False, compare=False)
+    _lazy: LazyModel = field(default_factory=LazyModel, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_common("RewardHeadPRM", self)
@@ -397,8 +397,8 @@ class RewardHeadPRM(_PRMBase):
         """Qwen2.5-Math-PRM-7B/72B: remote code, ``<extra_0>`` after each step, label 1 = correct."""
         return cls(model, step_token="<extra_0>", model_class="auto_remote", trust_remote_code=True, **kw)
 
-    def _load(self) -> _HFModel:
-        return _HFModel(self.model, self.model_class, self.device, self.dtype, self.trust_remote_code)
+    def _load(self) -> HFModel:
+        return HFModel(self.model, self.model_class, self.device, self.dtype, self.trust_remote_code)
 
     def encode(self, problem: Problem, text: str) -> tuple[list[int], list[int]]:
         eng = self.engine()
