@@ -489,12 +489,8 @@ def plot_policies(cfg, curves: dict[str, list[Point]], auto_rows, path: Path) ->
 
 
 def write_default_policy(policy: Policy, path: Path) -> None:
-    text = json.dumps(policy.to_json(), indent=1).replace(": true", ": True").replace(": false", ": False").replace(": null", ": None")
-    path.write_text(
-        '"""The packaged default routing policy for ``--strategy auto``: fitted by experiments/compute_optimal.py\n'
-        "for the embedded SmolLM2-135M-Instruct on the built-in arithmetic levels (recipes/compute-optimal-embedded.yaml).\n"
-        'Generated; for another model or task fit your own policy and pass it with --routing-policy."""\n\n'
-        f"POLICY = {text}\n")
+    """The packaged default policy: the policy file itself, package data (tts/strategies/default_policy.json)."""
+    policy.save(path)
 
 
 # --- main --------------------------------------------------------------------------------------------

@@ -103,9 +103,9 @@ def test_any_routing_policy_is_loaded_or_refused_in_one_line(tmp_path_factory, d
 
 def test_routing_policy_typos_are_refused(tmp_path):
     from tts.routing import Policy, PolicyError
-    from tts.strategies.default_policy import POLICY
+    from tts.strategies.auto import default_policy
 
-    good = Policy.from_json(POLICY).to_json()
+    good = default_policy().to_json()
     for change, message in ((lambda d: d.update(rulez=[]), "unknown key(s) 'rulez'"),
                             (lambda d: d["predictor"].update(probe=3), "unknown key(s) 'probe'"),
                             (lambda d: d["rules"][0].update(budgett=5), "unknown key(s) 'budgett'"),

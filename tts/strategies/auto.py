@@ -17,12 +17,13 @@ If it ends without an answer (its budget ran out), the probes' majority answer s
 
 Policies are written by ``experiments/compute_optimal.py``. Without ``routing_policy`` the packaged
 default is used: the policy fitted for the embedded SmolLM2-135M-Instruct on the built-in arithmetic
-levels (tts/strategies/default_policy.py); for any other model, fit and pass your own.
+levels (tts/strategies/default_policy.json); for any other model, fit and pass your own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Mapping
 
 from ..budget import BudgetExhausted
@@ -35,10 +36,13 @@ from .sampling import Extractor, answer_reader, key_reader, make_trace
 from .select import choose
 
 
-def default_policy() -> Policy:
-    from .default_policy import POLICY
+#: the packaged default routing policy (package data written by experiments/compute_optimal.py
+#: --write-default-policy), read like any policy file
+DEFAULT_POLICY = Path(__file__).with_name("default_policy.json")
 
-    return Policy.from_json(POLICY, "the packaged default routing policy")
+
+def default_policy() -> Policy:
+    return Policy.load(DEFAULT_POLICY)
 
 
 async def draw(gen: Generator, problem: Problem, params: SamplingParams, n: int) -> tuple[list[Completion], str | None]:
