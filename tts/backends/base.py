@@ -9,6 +9,7 @@ concurrent calls into engine batches themselves. They report usage as the engine
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -123,3 +124,21 @@ class PromptEncoder:
         else:
             self._encoded.move_to_end(key)
         return ids
+
+
+@contextmanager
+def quiet_loading():
+    """transformers' progress bars (weight loading, GGUF conversion) and its info and warning chatter
+    off while a model loads, so a run prints its own lines only; errors still raise."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    level = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..budget import ModelShape
 from ..types import Completion
-from .base import EngineError, Generation, GenerationRequest, PartialUsage, PromptEncoder
+from .base import EngineError, Generation, GenerationRequest, PartialUsage, PromptEncoder, quiet_loading
 
 
 class ModelLoadError(EngineError):
@@ -75,8 +75,9 @@ class HFBackend:
         if isinstance(torch_dtype, str) and torch_dtype != "auto":
             torch_dtype = getattr(torch, torch_dtype)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(model))
-            self.model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch_dtype).to(device).eval()
+            with quiet_loading():
+                self.tokenizer = AutoTokenizer.from_pretrained(str(model))
+                self.model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch_dtype).to(device).eval()
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from exc
         cfg = self.model.config

@@ -92,8 +92,11 @@ class HFModel:
             "sequence_classification": transformers.AutoModelForSequenceClassification,
             "auto_remote": transformers.AutoModel,
         }[kind]
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        self.model = loader.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        from ..backends.base import quiet_loading
+
+        with quiet_loading():
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            self.model = loader.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
         self.model = self.model.to(device).eval()
         pad = self.tokenizer.pad_token_id
         if pad is None:
