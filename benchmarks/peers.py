@@ -49,7 +49,7 @@ def messages(problem) -> list[dict]:
 
 
 def tts_side(url: str, model_dir: str, problems, args) -> tuple[float, dict]:
-    backend = OpenAIBackend(SERVED_NAME, base_url=url, tokenizer=model_dir)
+    backend = OpenAIBackend(SERVED_NAME, base_url=url, tokenizer=model_dir).connect()
     strategy = tts.Majority(n=args.n, params=SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens))
     started = time.perf_counter()
     results = tts.run(problems, strategy, backend, concurrency=args.concurrency)

@@ -32,7 +32,7 @@ FAST_RETRY = RetryPolicy(max_attempts=6, initial_delay_s=0.01, max_delay_s=0.05,
 
 def fake_backend(proxy: FaultProxy, **kw) -> OpenAIBackend:
     kw.setdefault("retry", FAST_RETRY)
-    return OpenAIBackend("fake-model", base_url=proxy.url, shape=SHAPE, seed=0, **kw)
+    return OpenAIBackend("fake-model", base_url=proxy.url, shape=SHAPE, seed=0, **kw).connect()
 
 
 # --- part one: fake server -----------------------------------------------------------------------------
@@ -108,10 +108,10 @@ def test_client_errors_are_not_retried():
 
 def test_unreachable_server_and_unknown_model_fail_clearly():
     with pytest.raises(ServerUnreachable, match="cannot reach"):
-        OpenAIBackend("m", base_url=f"http://127.0.0.1:{free_port()}/v1", shape=SHAPE)
+        OpenAIBackend("m", base_url=f"http://127.0.0.1:{free_port()}/v1", shape=SHAPE).connect()
     with FaultProxy(FakeOpenAI()) as proxy:
         with pytest.raises(UnknownModel, match="does not serve model 'other'.*fake-model"):
-            OpenAIBackend("other", base_url=proxy.url, shape=SHAPE)
+            OpenAIBackend("other", base_url=proxy.url, shape=SHAPE).connect()
     with pytest.raises(OpenAIBackendError, match="shape"):
         OpenAIBackend("m", base_url="http://127.0.0.1:1/v1")
     from tts.backends import BackendError, create
@@ -184,7 +184,7 @@ def vllm_server(embedded_model_dir):
 
 @pytest.fixture(scope="module")
 def served(vllm_server, embedded_model_dir):
-    return OpenAIBackend(embedded_model_dir, base_url=vllm_server)
+    return OpenAIBackend(embedded_model_dir, base_url=vllm_server).connect()
 
 
 @pytest.mark.engine
@@ -245,7 +245,7 @@ def test_real_server_through_faults(vllm_server, embedded_model_dir):
     problems = tts.data.load("add1", limit=6)
     plan = lambda i, path: None if path == "/models" or i % 3 == 0 else [503, "drop", "delay:0.3", "drop_after"][i % 4]
     with FaultProxy(vllm_server, plan) as proxy:
-        backend = OpenAIBackend(embedded_model_dir, base_url=proxy.url, retry=FAST_RETRY, max_concurrency=4)
+        backend = OpenAIBackend(embedded_model_dir, base_url=proxy.url, retry=FAST_RETRY, max_concurrency=4).connect()
         results = tts.run(problems, tts.Majority(n=4, params=SamplingParams(max_tokens=48)), backend)
     assert all(len(r.trace.candidates) == 4 for r in results)
     assert all(r.trace.ledger["engine_calls"] == 1 for r in results)

@@ -131,7 +131,7 @@ def create(name: str, model: str = DEFAULT_MODEL, **options) -> Backend:
 
         try:
             # The embedded alias names the local folder; a server started on it serves it under that path.
-            return OpenAIBackend(resolve_model(model) if model in embedded.ALIASES else model, **options)
+            return OpenAIBackend(resolve_model(model) if model in embedded.ALIASES else model, **options).connect()
         except (OpenAIBackendError, TypeError, ValueError) as exc:
             raise BackendError(str(exc)) from None
     raise BackendError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")

@@ -188,13 +188,20 @@ class OpenAIBackend:
             )
         self.shape = parsed
         self.server_kind = "unknown"
-        if check_model:
-            self._check_model()
+        self.check_model = check_model
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: httpx.AsyncClient | None = None
         self._gate: asyncio.Semaphore | None = None
 
     # --- start-up --------------------------------------------------------------------------------
+    def connect(self) -> "OpenAIBackend":
+        """The network half of start-up (the constructor does none): check that the server answers and
+        serves this model, and learn what kind of server it is. Returns the backend, so
+        ``OpenAIBackend(...).connect()`` reads as one step; ``tts.backends.create`` calls it."""
+        if self.check_model:
+            self._check_model()
+        return self
+
     @staticmethod
     def _load_tokenizer(folder: str | None):
         if folder is None:
