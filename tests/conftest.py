@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+
+from hypothesis import settings as hypothesis_settings
+
+# Property tests draw the same examples on every run (CI must not pass or fail by chance); the
+# examples still come from hypothesis's search, and the profile "explore" draws new ones locally:
+# HYPOTHESIS_PROFILE=explore pytest ...
+hypothesis_settings.register_profile("ci", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False)
 import os
 from pathlib import Path
 
@@ -46,3 +54,9 @@ def script(tmp_path):
     path = tmp_path / "script.json"
     path.write_text(json.dumps({"Reply with just the number": ["9", "The answer is 8.", "9"]}))
     return str(path)
+
+
+def pytest_configure(config):
+    import os
+
+    hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -74,7 +74,11 @@ def test_any_dataset_rows_give_a_result_or_one_line(script, tmp_path_factory, da
     path = folder / "data.jsonl"
     path.write_text(newline.join(json.dumps(r) for r in data) + newline)
     out = folder / "r.jsonl"
-    assert_clean(invoke("run", "--backend", "scripted", "--model", script, "--dataset", path, "--strategy", "single",
+    # a script that answers any prompt: the rows are under test here, not the script's keys (a question
+    # such as "0" in a file without a prompt format carries no instruction for the script to match)
+    anything = folder / "any.json"
+    anything.write_text(json.dumps({"": ["9"]}))
+    assert_clean(invoke("run", "--backend", "scripted", "--model", anything, "--dataset", path, "--strategy", "single",
                         "--out", out), out)
 
 

@@ -397,8 +397,12 @@ def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_le
             rate = tokens / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=1, rate=f"{rate:.0f}")
 
-        asyncio.run(run_async(problems, strategy, engine, grader=Grader(default=same_answer), budget=budget,
-                              run_ledger=run_ledger, concurrency=concurrency, seed=seed, on_result=on_result))
+        try:
+            asyncio.run(run_async(problems, strategy, engine, grader=Grader(default=same_answer), budget=budget,
+                                  run_ledger=run_ledger, concurrency=concurrency, seed=seed, on_result=on_result))
+        except BaseException:
+            progress.remove_task(task)  # a failed run ends in its one error line, not a half-drawn bar
+            raise
     return time.perf_counter() - started
 
 
