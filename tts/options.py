@@ -262,7 +262,8 @@ def build(cls: type, values: Mapping[str, Any], *, fixed: Mapping[str, Any] | No
     except OptionError:
         raise
     except (ValueError, TypeError) as exc:
-        raise OptionError(f"{where}{exc}") from None
+        # the component names itself (Class.field); ``where`` prefixes option keys, not class names
+        raise OptionError(str(exc)) from None
 
 
 def takes(cls: type, key: str) -> bool:

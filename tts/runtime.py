@@ -40,11 +40,10 @@ def _joined(head: Completion, tail: Completion) -> Completion:
     """A sample and its continuation as one completion (the continuation's prompt was head's prompt plus
     head's text, so the parts concatenate; the prompt counts are the first request's)."""
     logprobs = None if head.logprobs is None or tail.logprobs is None else head.logprobs + tail.logprobs
-    joined = dataclasses.replace(
+    return dataclasses.replace(
         head, text=head.text + tail.text, num_tokens=head.num_tokens + tail.num_tokens,
         finish_reason=tail.finish_reason, token_ids=head.token_ids + tail.token_ids, logprobs=logprobs,
         stop_reason=tail.stop_reason)
-    return joined
 
 
 class Generator:
@@ -108,7 +107,6 @@ class Generator:
             for i in cut:
                 more = dataclasses.replace(params, n=1, max_tokens=min(share, params.max_tokens - out[i].num_tokens),
                                            seed=derive_seed(params.seed, "refill", round_, i))
-                caps[i] = more.max_tokens
                 jobs.append(self._continue(dataclasses.replace(request, params=more,
                                                                prefix=request.prefix + out[i].text)))
             for i, got in zip(cut, await asyncio.gather(*jobs)):
