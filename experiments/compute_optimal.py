@@ -53,13 +53,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
 from tts import backends, data  # noqa: E402
-from tts.budget import Budget, Ledger  # noqa: E402
+from tts.budget import Budget  # noqa: E402
 from tts.data.grading import grader_for, vote_key_for  # noqa: E402
 from tts.escapes import decode_escapes  # noqa: E402
-from tts.routing import (  # noqa: E402
-    FEATURES, Binning, Point, Policy, Predictor, Row, Setting, cells, compute_saved, evaluate, frontier, probe_feature, select,
-    verifier_from_spec,
-)
+from tts.routing import FEATURES, Point, Row, Setting, cells, evaluate, fit, frontier, probe_feature  # noqa: E402
+from tts.verifiers.registry import resolve as verifier_from_spec  # noqa: E402
 from tts.runtime import derive_seed, run_async  # noqa: E402
 from tts.strategies import Auto, BestOfN, create  # noqa: E402
 from tts.strategies.select import choose  # noqa: E402
@@ -325,50 +323,6 @@ def probe_info(cfg, rec, feature_name: str | None = None) -> tuple[float, float,
     return feature, tokens, flops
 
 
-def routed_rows(cfg, rows: list[Row], pool) -> list[Row]:
-    """What each setting costs and scores when it runs after the probes: sampling strategies reuse the
-    probes as their first samples (and use at least as many), the others pay for the probes on top."""
-    out = []
-    for r in rows:
-        if r.setting.strategy in ("single", "majority", "best_of_n", "weighted_majority"):
-            if r.setting.n >= cfg["probes"]:
-                out.append(r)
-            continue
-        _, tok, fl = probe_info(cfg, pool[r.problem])
-        out.append(dataclasses.replace(r, generated_tokens=r.generated_tokens + tok, flops=r.flops + fl))
-    return out
-
-
-def spearman(xs, ys) -> float:
-    def ranks(v):
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for t in range(i, j + 1):
-                r[order[t]] = (i + j) / 2
-            i = j + 1
-        return r
-
-    pairs = [(x, y) for x, y in zip(xs, ys) if x == x and y == y]
-    if len(pairs) < 3:
-        return float("nan")
-    rx, ry = ranks([p[0] for p in pairs]), ranks([p[1] for p in pairs])
-    try:
-        return statistics.correlation(rx, ry)
-    except statistics.StatisticsError:
-        return float("nan")
-
-
-def baseline_curve(rows, problems, strategy, unit) -> list[Point]:
-    pts = [Point(c.cost(unit), c.accuracy, c.setting.label) for c in cells(rows, problems)
-           if c.setting.strategy == strategy or (c.setting.strategy == "single")]
-    return sorted(pts, key=lambda p: p.cost)
-
-
 # --- step 5: the auto strategy for real --------------------------------------------------------------
 async def auto_check(cfg, policy, problems, backend, budgets, out: Path) -> list[dict]:
     rows = []
@@ -488,11 +442,6 @@ def plot_policies(cfg, curves: dict[str, list[Point]], auto_rows, path: Path) ->
     plt.close(fig)
 
 
-def write_default_policy(policy: Policy, path: Path) -> None:
-    """The packaged default policy: the policy file itself, package data (tts/strategies/default_policy.json)."""
-    policy.save(path)
-
-
 # --- main --------------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -546,52 +495,27 @@ def main() -> None:
         else:
             raise SystemExit("error: with unit flops give compute_optimal.budgets explicitly")
 
-        # difficulty: oracle pass@1 and the probe predictor, edges fitted on the training split
+        # the analysis, as functions of the table (tts.routing.fit / evaluate): bins and routings fitted on
+        # the training split, scored on the held-out one
         pass1 = {pid: sum(s["correct"] for s in rec["samples"]) / len(rec["samples"]) for pid, rec in pool.items()}
-        correlations = {}
-        for name in FEATURES:
-            values = {pid: probe_info(cfg, rec, name)[0] for pid, rec in pool.items()}
-            correlations[name] = (spearman([values[p] for p in train], [pass1[p] for p in train]),
-                                  spearman([values[p] for p in test], [pass1[p] for p in test]))
-        if cfg["feature"] == "auto":  # chosen on the training split only
-            cfg["feature"] = max(FEATURES, key=lambda f: (correlations[f][0] if correlations[f][0] == correlations[f][0]
-                                                          else -2.0))
-            log(f"predictor feature: {cfg['feature']} (Spearman with pass@1 on the training split "
-                f"{correlations[cfg['feature']][0]:.2f})")
-        feature = {pid: probe_info(cfg, rec)[0] for pid, rec in pool.items()}
-        oracle = Binning.fit([pass1[p] for p in train], cfg["bins"])
-        predicted = Binning.fit([feature[p] for p in train if feature[p] == feature[p]], cfg["bins"])
-        oracle_bins = {p: oracle.bin(pass1[p]) for p in pass1}
-        predicted_bins = {p: predicted.bin(feature[p]) for p in feature}
-
-        routed = routed_rows(cfg, rows, pool)
-        policies = {
-            "fixed best": (select(rows, {p: 0 for p in train}, budgets, unit=unit, tolerance=cfg["tolerance"]),
-                           rows, {p: 0 for p in test}),
-            "oracle bins": (select(rows, {p: oracle_bins[p] for p in train}, budgets, unit=unit, tolerance=cfg["tolerance"]),
-                            rows, {p: oracle_bins[p] for p in test}),
-            "predicted bins": (select(routed, {p: predicted_bins[p] for p in train}, budgets, unit=unit,
-                                      tolerance=cfg["tolerance"]), routed, {p: predicted_bins[p] for p in test}),
-        }
-        policy = Policy(tuple(policies["predicted bins"][0]),
-                        Predictor(cfg["probes"], cfg["feature"], cfg["verifier"], predicted), unit,
-                        {"temperature": cfg["temperature"], "top_p": cfg["top_p"], "max_tokens": cfg["max_tokens"]},
-                        {"model": cfg["model"], "backend": cfg["backend"], "datasets": cfg["datasets"],
-                         "train_problems": len(train), "command": command,
-                         "created": time.strftime("%Y-%m-%d")})
+        features = {name: {pid: probe_info(cfg, rec, name)[0] for pid, rec in pool.items()} for name in FEATURES}
+        probe_cost = {pid: probe_info(cfg, rec, FEATURES[0])[1:] for pid, rec in pool.items()}
+        fitted = fit(rows, pass1, features, train, budgets, probe_cost=probe_cost, bins=cfg["bins"],
+                     probes=cfg["probes"], feature=cfg["feature"], verifier=cfg["verifier"], unit=unit,
+                     tolerance=cfg["tolerance"])
+        if cfg["feature"] == "auto":
+            log(f"predictor feature: {fitted.feature} (Spearman with pass@1 on the training split "
+                f"{fitted.correlations[fitted.feature][0]:.2f})")
+        cfg["feature"] = fitted.feature
+        policy = dataclasses.replace(
+            fitted.policy,
+            params={"temperature": cfg["temperature"], "top_p": cfg["top_p"], "max_tokens": cfg["max_tokens"]},
+            meta={"model": cfg["model"], "backend": cfg["backend"], "datasets": cfg["datasets"],
+                  "train_problems": len(train), "command": command, "created": time.strftime("%Y-%m-%d")})
         policy.save(out / "policy.json")
         if args.write_default_policy:
-            write_default_policy(policy, Path(args.write_default_policy))
-
-        # held-out curves and compute saved at equal accuracy
-        curves_tok: dict[str, list[Point]] = {}
-        curves_flops: dict[str, list[Point]] = {}
-        for name in ("majority", "best_of_n"):
-            curves_tok[name] = baseline_curve(rows, test, name, "generated_tokens")
-            curves_flops[name] = baseline_curve(rows, test, name, "flops")
-        for name, (rules, table, bins) in policies.items():
-            curves_tok[name] = [evaluate(rules, table, bins, b, "generated_tokens") for b in budgets]
-            curves_flops[name] = [evaluate(rules, table, bins, b, "flops") for b in budgets]
+            policy.save(Path(args.write_default_policy))
+        evaluation = evaluate(fitted, rows, test)
 
         t = time.perf_counter()
         check_budgets = [float(b) for b in (cfg["auto_check"] or budgets[1::2][:3])]
@@ -604,6 +528,12 @@ def main() -> None:
     timings["total"] = time.perf_counter() - wall_started
 
     # --- report ------------------------------------------------------------------------------------
+    oracle, predicted = fitted.oracle, fitted.predicted
+    oracle_bins, predicted_bins = fitted.oracle_bins, fitted.predicted_bins
+    correlations, feature = fitted.correlations, features[fitted.feature]
+    rho_train, rho_test = correlations[fitted.feature]
+    agree = evaluation.bin_agreement
+    curves_tok = evaluation.curves["generated_tokens"]
     by_dataset: dict[str, list[str]] = {}
     for p in problems:
         by_dataset.setdefault(p.metadata["sweep_dataset"], []).append(p.id)
@@ -620,9 +550,6 @@ def main() -> None:
         pb = [sum(1 for p in ids if predicted_bins[p] == b) for b in range(predicted.count)]
         lines.append(f"| {ds} | {len(ids)} | {statistics.mean(pass1[p] for p in ids):.3f} | "
                      f"{'/'.join(map(str, ob))} | {'/'.join(map(str, pb))} |")
-    agree = sum(oracle_bins[p] == predicted_bins[p] for p in test) / max(1, len(test))
-    rho_train = spearman([feature[p] for p in train], [pass1[p] for p in train])
-    rho_test = spearman([feature[p] for p in test], [pass1[p] for p in test])
     lines += ["", f"Oracle bin edges on pass@1 (bin 0 easiest): {', '.join(f'{e:.3f}' for e in oracle.edges) or 'none'}; "
               f"predictor ({cfg['feature']} of {cfg['verifier']} over the first {cfg['probes']} samples) edges: "
               f"{', '.join(f'{e:.3f}' for e in predicted.edges) or 'none'}. Spearman correlation of the predictor "
@@ -652,7 +579,7 @@ def main() -> None:
               "| budget | fixed best | " + " | ".join(f"oracle bin {b}" for b in range(oracle.count)) + " | "
               + " | ".join(f"predicted bin {b}" for b in range(predicted.count)) + " |",
               "|---|---|" + "---|" * (oracle.count + predicted.count)]
-    rule_at = {name: {(r.bin, r.budget): r for r in rules} for name, (rules, _, _) in policies.items()}
+    rule_at = {name: {(r.bin, r.budget): r for r in rules} for name, rules in fitted.rules.items()}
 
     def cell_text(r):
         return f"{r.setting.label} ({r.accuracy:.2f}{', over' if r.over_budget else ''})"
@@ -671,22 +598,16 @@ def main() -> None:
               "| policy | budget | accuracy | tokens | FLOPs | vs best-of-N (tokens) | vs majority (tokens) | vs best-of-N (FLOPs) | vs majority (FLOPs) |",
               "|---|---|---|---|---|---|---|---|---|"]
     savings: dict[str, list[dict]] = {}
-    for name in policies:
-        s_bon = compute_saved(curves_tok[name], curves_tok["best_of_n"])
-        s_maj = compute_saved(curves_tok[name], curves_tok["majority"])
-        f_bon = compute_saved(curves_flops[name], curves_flops["best_of_n"])
-        f_maj = compute_saved(curves_flops[name], curves_flops["majority"])
-        order = sorted(range(len(budgets)), key=lambda i: curves_tok[name][i].cost)
+    for name, outcomes in evaluation.outcomes.items():
         savings[name] = []
-        for i, j in enumerate(order):
-            pt, fl = curves_tok[name][j], curves_flops[name][j]
-            fb = next(s for s in f_bon if s.cost == fl.cost)
-            fm = next(s for s in f_maj if s.cost == fl.cost)
-            lines.append(f"| {name} | {budgets[j]:g} | {pt.accuracy:.3f} | {pt.cost:.0f} | {fl.cost:.2e} | "
-                         f"{fmt_ratio(s_bon[i])} | {fmt_ratio(s_maj[i])} | {fmt_ratio(fb)} | {fmt_ratio(fm)} |")
-            savings[name].append({"budget": budgets[j], "accuracy": pt.accuracy, "tokens": pt.cost, "flops": fl.cost,
-                                  "vs_best_of_n_tokens": s_bon[i].ratio, "vs_majority_tokens": s_maj[i].ratio,
-                                  "vs_best_of_n_flops": fb.ratio, "vs_majority_flops": fm.ratio})
+        for o in outcomes:
+            ratios = {f"vs_{base}_{'tokens' if unit_ == 'generated_tokens' else unit_}": saved
+                      for (base, unit_), saved in o.saved.items()}
+            lines.append(f"| {name} | {o.budget:g} | {o.accuracy:.3f} | {o.tokens:.0f} | {o.flops:.2e} | "
+                         + " | ".join(fmt_ratio(ratios[k]) for k in ("vs_best_of_n_tokens", "vs_majority_tokens",
+                                                                    "vs_best_of_n_flops", "vs_majority_flops")) + " |")
+            savings[name].append({"budget": o.budget, "accuracy": o.accuracy, "tokens": o.tokens, "flops": o.flops}
+                                 | {k: v.ratio for k, v in ratios.items()})
     lines += ["", "Baselines on the held-out split: " + "; ".join(
         f"{name}: " + ", ".join(f"{p.label} {p.accuracy:.3f} @ {p.cost:.0f}" for p in curves_tok[name])
         for name in ("majority", "best_of_n")), ""]
@@ -714,7 +635,7 @@ def main() -> None:
         "split": split, "pass1": pass1, "feature": feature,
         "rows": [{"problem": r.problem, "setting": r.setting.label, "accuracy": r.accuracy,
                   "generated_tokens": r.generated_tokens, "flops": r.flops} for r in rows],
-        "policies": {name: [r.to_json() for r in rules] for name, (rules, _, _) in policies.items()},
+        "policies": {name: [r.to_json() for r in rules] for name, rules in fitted.rules.items()},
         "held_out": savings, "auto": auto_rows,
         "baselines": {name: [dataclasses.asdict(p) for p in curves_tok[name]] for name in ("majority", "best_of_n")},
     }

@@ -260,7 +260,7 @@ def test_shape_matches_the_loaded_model(vllm_backend, embedded_model_dir):
     torch = pytest.importorskip("torch")
     from transformers import AutoModelForCausalLM
 
-    from tts.backends.hf import model_shape
+    from tts.budget import model_shape
 
     model = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
     assert vllm_backend.shape == model_shape(model)

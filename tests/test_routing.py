@@ -11,7 +11,7 @@ from tts.backends.scripted import ScriptedBackend, ScriptedReply
 from tts.budget import Budget
 from tts.routing import (
     Binning, Point, Policy, PolicyError, Predictor, Row, Rule, Setting, cells, compute_saved, cost_to_reach,
-    evaluate, fit_edges, frontier, probe_feature, select,
+    evaluate_at, fit_edges, frontier, probe_feature, select,
 )
 from tts.runtime import run_async
 from tts.strategies import Auto, create
@@ -177,13 +177,13 @@ def test_frontier_and_compute_saved():
     assert saved[2].at_least == pytest.approx(1.6) and saved[0].at_least is None  # 160 / 100 at least
 
 
-def test_evaluate_applies_rules_per_bin():
+def test_evaluate_at_applies_rules_per_bin():
     rows, bins = synthetic_table()
     rules = select(rows, bins, [40, 160])
-    point = evaluate(rules, rows, bins, 160)
+    point = evaluate_at(rules, rows, bins, 160)
     assert point.accuracy == pytest.approx((0.95 + 0.4) / 2)
     assert point.cost == pytest.approx((80 + 160) / 2)
-    assert evaluate(rules, rows, bins, 40).cost == pytest.approx(40)
+    assert evaluate_at(rules, rows, bins, 40).cost == pytest.approx(40)
 
 
 # --- the auto strategy ---------------------------------------------------------------------------------

@@ -65,7 +65,6 @@ def names(trace, ids):
 # --- steps ---------------------------------------------------------------------------------------
 
 def test_step_stop_and_end_of_sequence_are_told_apart():
-    backend = ScriptedBackend(["x"])
     seg = Segmenter()
     params = seg.params(SamplingParams(), "", 50)
     assert params.stop == ("\n\n",) and params.max_tokens == 50
@@ -74,9 +73,9 @@ def test_step_stop_and_end_of_sequence_are_told_apart():
     assert stopped.text == ended.text == "one two" and stopped.finish_reason == ended.finish_reason == "stop"
     assert (stopped.stop_reason, ended.stop_reason) == ("\n\n", None)
     assert ended_at_stop(stopped, "\n\n") and not ended_at_stop(ended, "\n\n")
-    step = to_step(seg, stopped, "", backend)
+    step = to_step(seg, stopped, "")
     assert (step.text, step.join, step.finished) == ("one two", "\n\n", False)
-    step = to_step(seg, ended, "", backend)
+    step = to_step(seg, ended, "")
     assert (step.join, step.finished) == ("", True)
 
 
@@ -87,8 +86,8 @@ def test_stop_reason_decides_the_step_boundary():
     at_eos = Completion("one two", 5, "stop")  # more tokens than its text: no longer read as a stop
     other_stop = Completion("one two", 3, "stop", stop_reason="###")
     by_token = Completion("one two", 3, "stop", stop_reason=7)
-    assert to_step(seg, at_delimiter, "", None).join == "\n\n"
-    assert all(to_step(seg, c, "", None).finished for c in (at_eos, other_stop, by_token))
+    assert to_step(seg, at_delimiter, "").join == "\n\n"
+    assert all(to_step(seg, c, "").finished for c in (at_eos, other_stop, by_token))
     assert ended_at_stop(by_token, 7) and not ended_at_stop(Completion("x", 1, "length", stop_reason=None), 7)
     # The scripted engine names the stop string that ended the sample: the earliest in the text.
     params = SamplingParams(stop=("three", "two"))
@@ -128,24 +127,23 @@ def test_openai_backend_reads_or_infers_the_stop_reason():
 
 
 def test_tokens_regex_and_think_segmentation():
-    backend = ScriptedBackend(["x"])
     seg = Segmenter(mode="tokens", step_tokens=3)
     params = seg.params(SamplingParams(), "", 100)
     assert params.max_tokens == 3 and params.stop == ()
     c = ScriptedBackend._complete(ScriptedReply("a b c d e"), params, 0)
-    assert to_step(seg, c, "", backend).finished is False  # a length stop is the step boundary
+    assert to_step(seg, c, "").finished is False  # a length stop is the step boundary
     seg = Segmenter(mode="regex", pattern=r"Step \d+:")
     c = Completion("first part Step 2: second", 5, "stop")
-    step = to_step(seg, c, "", backend)
+    step = to_step(seg, c, "")
     assert (step.text, step.join, step.finished) == ("first part ", "Step 2:", False)
-    assert to_step(seg, Completion("no boundary", 2, "stop"), "", backend).finished
+    assert to_step(seg, Completion("no boundary", 2, "stop"), "").finished
     with pytest.raises(ValueError, match="pattern"):
         Segmenter(mode="regex")
     # After </think> the answer is one final step: no delimiter stop, whatever ended it.
     seg = Segmenter()
     assert seg.params(SamplingParams(), "<think>a\n\nb</think>", 9).stop == ()
     step = to_step(seg, ScriptedBackend._complete(ScriptedReply("x\n\ny"), SamplingParams(), 0),
-                   "<think>a</think>", backend)
+                   "<think>a</think>")
     assert step.finished
 
 

@@ -82,6 +82,20 @@ class ModelShape:
         return 2.0 * self.n_params * count + 2.0 * self.n_layers * self.d_model * positions
 
 
+def model_shape(model) -> ModelShape:
+    """The :class:`ModelShape` of a loaded transformers model (duck-typed: ``config``, ``parameters()``,
+    ``get_input_embeddings()``), so this module needs no torch."""
+    cfg = model.config
+    total = sum(p.numel() for p in model.parameters())
+    embed = model.get_input_embeddings().weight.numel()
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    # Tied: the shared matrix is counted once in `total` and it is the output matmul, so keep it.
+    # Untied: drop the input embedding (a lookup, not a matmul).
+    n_params = total if tied else total - embed
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    return ModelShape(float(n_params), int(text_cfg.num_hidden_layers), int(text_cfg.hidden_size))
+
+
 @dataclass(frozen=True)
 class Usage:
     """What one engine call actually consumed, as the engine counted it."""

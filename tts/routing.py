@@ -14,8 +14,11 @@ The pieces, in the order a sweep uses them (``experiments/compute_optimal.py``):
   average cost in that bin fits the budget. :class:`Policy` holds the choices and the predictor and is
   saved as versioned JSON (:meth:`Policy.save`, :meth:`Policy.load`, malformed files give one-line
   :class:`PolicyError` messages). ``tts run --strategy auto`` (strategies/auto.py) loads one.
-* :func:`frontier` is the compute-optimal frontier of (cost, accuracy) points, and :func:`compute_saved`
-  says how much less compute a policy needs than a baseline (best-of-N, majority) at equal accuracy.
+* :func:`frontier` is the compute-optimal frontier of (cost, accuracy) points, :func:`evaluate_at` one
+  point of a policy's curve, and :func:`compute_saved` says how much less compute a policy needs than a
+  baseline (best-of-N, majority) at equal accuracy.
+* :mod:`tts.routing_fit` puts these together: ``fit`` (bins and policies on a training split) and
+  ``evaluate`` (held-out curves and compute saved), the analysis of the sweep as functions of tables.
 
 This module imports no strategy and no engine: it is bookkeeping over tables, so it is tested on
 synthetic tables with known optima (tests/test_routing.py).
@@ -504,10 +507,11 @@ def compute_saved(policy: Iterable[Point], baseline: Iterable[Point]) -> list[Sa
     return out
 
 
-def evaluate(rules: Sequence[Rule], rows: Iterable[Row], bins: Mapping[str, int], budget: float,
-             unit: str = "generated_tokens") -> Point:
+def evaluate_at(rules: Sequence[Rule], rows: Iterable[Row], bins: Mapping[str, int], budget: float,
+                unit: str = "generated_tokens") -> Point:
     """Apply the rules at ``budget`` to every problem in ``bins`` (its bin -> a setting -> its row there)
-    and average accuracy and cost. A problem whose chosen setting has no row is an error."""
+    and average accuracy and cost: one point of a routing's curve (tts.routing_fit.evaluate draws them
+    all). A problem whose chosen setting has no row is an error."""
     table = {(r.problem, r.setting): r for r in rows}
     per_bin: dict[int, list[Rule]] = {}
     for r in rules:
@@ -526,8 +530,6 @@ def evaluate(rules: Sequence[Rule], rows: Iterable[Row], bins: Mapping[str, int]
     return Point(cost / k, acc / k, f"budget {budget:g}")
 
 
-def verifier_from_spec(spec: str):
-    """The verifier a policy's spec names, from the one verifier registry (tts.verifiers.registry)."""
-    from .verifiers.registry import resolve
-
-    return resolve(spec)
+# The analysis that composes the pieces above lives in routing_fit.py (kept apart so that this module stays
+# bookkeeping); it is imported last because it builds on every name above.
+from .routing_fit import ROUTINGS, Evaluation, Fitted, Outcome, Routing, evaluate, fit, spearman  # noqa: E402,F401

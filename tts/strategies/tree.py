@@ -224,7 +224,7 @@ class Search:
         except BudgetExhausted as exc:
             self.stopped = self.stopped or str(exc)
             return []
-        return [to_step(self.strategy.segmenter, c, node.prefix, self.gen.backend) for c in got]
+        return [to_step(self.strategy.segmenter, c, node.prefix) for c in got]
 
     async def expand(self, requests: Sequence[tuple[Node, int]], greedy: bool = False, kind: str = "step",
                      groups: Sequence[int | None] | None = None) -> list[list[Node]]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..budget import Ledger, ModelShape
+from ..budget import Ledger, ModelShape, model_shape
 from ..types import Completion, Problem
 from .metering import admit, metered
 
@@ -77,27 +77,12 @@ class HFModel:
 
     def __init__(self, path: str, kind: str, device: str, dtype: str, trust_remote_code: bool = False):
         import torch
-        import transformers
+
+        from ..backends.hf import load_pretrained
 
         self.torch = torch
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
-        torch_dtype = torch.float32 if (dtype == "auto" and device == "cpu") else dtype
-        if isinstance(torch_dtype, str) and torch_dtype != "auto":
-            torch_dtype = getattr(torch, torch_dtype)
-        loader = {
-            "causal_lm": transformers.AutoModelForCausalLM,
-            "token_classification": transformers.AutoModelForTokenClassification,
-            "sequence_classification": transformers.AutoModelForSequenceClassification,
-            "auto_remote": transformers.AutoModel,
-        }[kind]
-        from ..backends.base import quiet_loading
-
-        with quiet_loading():
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-            self.model = loader.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-        self.model = self.model.to(device).eval()
+        self.tokenizer, self.model, self.device = load_pretrained(
+            path, kind, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
@@ -105,8 +90,6 @@ class HFModel:
         # One forward at a time: concurrent problems share the model, and CPU forwards gain nothing from
         # overlapping; it also guards config tweaks made just before a forward (the ORM's pad id).
         self.lock = threading.RLock()
-        from ..backends.hf import model_shape
-
         self.shape: ModelShape = model_shape(self.model)
 
     def ids(self, text: str) -> list[int]:
