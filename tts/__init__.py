@@ -13,7 +13,7 @@ from . import lifeline
 lifeline.on_import()  # an engine process started by an armed tts process dies with its parent
 
 from . import backends, data  # noqa: E402
-from .api import run, solve, solve_async  # noqa: E402
+from .api import Finished, Progress, run, solve, solve_async, solve_stream  # noqa: E402
 from .budget import Budget, BudgetExhausted, Ledger  # noqa: E402
 from .runtime import Generator, Result, Strategy  # noqa: E402
 from .strategies import BestOfN, Majority, Single  # noqa: E402
@@ -22,8 +22,17 @@ from .verifiers.confidence import ConfidenceVerifier  # noqa: E402
 
 __version__ = "0.1.0"
 
+
+def serve(model: str = "embedded", backend: str = "auto", **options):
+    """Run the OpenAI-compatible server (``tts serve``) in this process until interrupted; the options
+    are the command's, as keywords (host, port, api_key, base_url, max_concurrent_requests, ...; see
+    tts.server.serve). Needs the ``serve`` extra."""
+    from .server import serve as _serve
+
+    return _serve(model, backend, **options)
+
 __all__ = [
     "BestOfN", "Budget", "BudgetExhausted", "Candidate", "Completion", "ConfidenceVerifier", "Generator",
     "Ledger", "Majority", "Message", "Problem", "Result", "SamplingParams", "Single", "Strategy", "Trace",
-    "backends", "data", "run", "solve", "solve_async",
+    "Finished", "Progress", "backends", "data", "run", "serve", "solve", "solve_async", "solve_stream",
 ]

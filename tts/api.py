@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable, Iterable
 
 from .backends.base import Backend
 from .budget import Budget, Ledger
-from .runtime import Grade, Result, Strategy, run_async
-from .types import Problem, Trace
+from .runtime import Generator, Grade, Result, Strategy, run_async, solve_one
+from .types import Completion, Problem, Trace
 from .verifiers.answers import same_answer
 
 
@@ -76,6 +79,86 @@ async def solve_async(
     problem = question if isinstance(question, Problem) else Problem(id="question", prompt=question)
     [result] = await run_async([problem], strategy, backend, grade=None, budget=budget, seed=seed)
     return result.trace
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a strategy has done so far, sent after each answered engine request: samples answered,
+    the answer most of them give (by the problem's answer reader) and how many give it, the tokens
+    the problem's ledger has counted, and the seconds since it started."""
+
+    samples: int
+    leader: str | None
+    votes: int
+    generated_tokens: int
+    prompt_tokens: int
+    engine_calls: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The last event of :func:`solve_stream`: the strategy's trace, with its ledger."""
+
+    trace: Trace
+
+
+def _as_problem(question: str | Problem) -> Problem:
+    if not isinstance(question, (str, Problem)):
+        raise TypeError(f"tts: question must be a string or a tts.Problem, got {type(question).__name__}")
+    return question if isinstance(question, Problem) else Problem(id="question", prompt=question)
+
+
+async def solve_stream(
+    question: str | Problem, strategy: Strategy, backend: Backend, *, budget: Budget | None = None, seed: int = 0,
+    ledger: Ledger | None = None, extract: Callable[[str], str | None] | None = None,
+) -> AsyncIterator[Progress | Finished]:
+    """Answer one question, yielding :class:`Progress` events while the strategy works and then one
+    :class:`Finished` with the trace. Leaving the loop early (``break``, or cancelling the task that
+    iterates) cancels the strategy, and with it every engine request it has in flight; the ledger is
+    charged for what the engine computed. ``ledger`` (a parent's child, e.g. a server's) overrides
+    ``budget``; ``extract`` reads the answer the leader is counted by (default: the problem's format)."""
+    problem = _as_problem(question)
+    _check_common(strategy, backend, budget, seed)
+    from .data.grading import extractor_for
+
+    read = extract or extractor_for(problem)
+    ledger = ledger if ledger is not None else Ledger(budget=budget or Budget())
+    events: asyncio.Queue[Progress] = asyncio.Queue()
+    answers: Counter[str] = Counter()
+    started = time.perf_counter()
+
+    def on_sample(gen: Generator, completions: list[Completion]) -> None:
+        for c in completions:
+            try:
+                answer = read(c.text)
+            except Exception:  # a reader failing on odd text must not end the search: no vote
+                answer = None
+            if answer is not None:
+                answers[answer] += 1
+        leader, votes = answers.most_common(1)[0] if answers else (None, 0)
+        snap = ledger.snapshot()
+        events.put_nowait(Progress(gen.samples_done, leader, votes, int(snap["generated_tokens"]),
+                                   int(snap["prompt_tokens"]), int(snap["engine_calls"]),
+                                   round(time.perf_counter() - started, 3)))
+
+    task = asyncio.create_task(solve_one(problem, strategy, backend, ledger, seed, on_sample))
+    try:
+        while True:
+            getter = asyncio.ensure_future(events.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+                continue
+            getter.cancel()
+            while not events.empty():
+                yield events.get_nowait()
+            yield Finished(task.result())
+            return
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 def solve(question: str | Problem, strategy: Strategy, backend: Backend, *, budget: Budget | None = None, seed: int = 0) -> Trace:

@@ -345,6 +345,75 @@ def _build_strategies(names, n, params, values):
     return [with_forcing(s, policy) for s in chosen]
 
 
+@cli.command("serve")
+@click.option("--model", default="embedded", show_default=True,
+              help="'embedded', a local HF folder, or (backend openai) the upstream server's model name.")
+@click.option("--backend", default="auto", show_default=True, help="auto (vllm when installed, else hf), vllm, hf, openai or scripted.")
+@click.option("--base-url", default=None, help="openai backend: the upstream server, e.g. http://127.0.0.1:8001/v1")
+@click.option("--upstream-api-key", default=None, envvar="TTS_UPSTREAM_API_KEY",
+              help="openai backend: the upstream server's key (or $TTS_UPSTREAM_API_KEY).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--api-key", default=None, envvar="TTS_SERVE_API_KEY",
+              help="Require Authorization: Bearer KEY on every endpoint but /health (or $TTS_SERVE_API_KEY).")
+@click.option("--config", "recipe_path", type=click.Path(dir_okay=False), default=None,
+              help="A recipe (recipes/*.yaml): its strategy, sampling and strategy options are the default request.")
+@click.option("--max-concurrent-requests", type=click.IntRange(1, MAX_CONCURRENCY), default=64, show_default=True,
+              help="Requests solved at once; beyond it a request gets 429 with Retry-After.")
+@click.option("--max-tokens", type=click.IntRange(1, MAX_TOKENS), default=None, help="Default max tokens per sample (256).")
+@click.option("--max-budget-tokens", type=click.IntRange(1, MAX_BUDGET_TOKENS), default=None,
+              help="The most generated tokens any request may spend (and its default budget).")
+@click.option("--max-budget-flops", type=Finite(min=1), default=None, help="The most FLOPs any request may spend.")
+@click.option("--max-budget-seconds", type=Finite(min=0.001, max=86400), default=None,
+              help="The most wall seconds any request may take.")
+@click.option("--max-body-bytes", type=click.IntRange(256, 1 << 30), default=1 << 20, show_default=True,
+              help="Request bodies over this size get 413.")
+def serve_command(model, backend, base_url, upstream_api_key, host, port, api_key, recipe_path,
+                  max_concurrent_requests, max_tokens, max_budget_tokens, max_budget_flops, max_budget_seconds,
+                  max_body_bytes) -> None:
+    """Serve an OpenAI-compatible API that runs a strategy per request (model "majority@8", or a
+    "tts" object in the body). Needs the serve extra: pip install "tts-toolkit[serve]"."""
+    import importlib.util
+
+    from . import backends
+    from .budget import Budget
+    from .recipes import RecipeError, read_recipe
+
+    for module in ("fastapi", "uvicorn"):
+        if importlib.util.find_spec(module) is None:
+            _fail(f"tts serve needs {module}: pip install 'tts-toolkit[serve]'")
+    name = backends.default_backend_name() if backend == "auto" else backend
+    if name not in backends.BACKENDS:
+        _fail(f"--backend: unknown {backend!r}; choose from auto, {', '.join(backends.BACKENDS)}")
+    if name == "openai" and not base_url:
+        _fail("--backend openai needs --base-url, e.g. http://127.0.0.1:8001/v1")
+    recipe = None
+    if recipe_path is not None:
+        try:
+            recipe = read_recipe(recipe_path)
+        except RecipeError as exc:
+            _fail(f"--config {exc}")
+        model = recipe.get("model", model) if model == "embedded" else model
+    from .server import serve
+
+    console = _console(stderr=True)
+
+    def ready(url: str) -> None:
+        console.print(f"tts serve: {url} (model {model}, backend {name}); Ctrl-C stops it")
+
+    try:
+        serve(model, name, host=host, port=port, base_url=base_url, upstream_api_key=upstream_api_key,
+              api_key=api_key, recipe=recipe, max_concurrent_requests=max_concurrent_requests,
+              max_budget=Budget(generated_tokens=max_budget_tokens, flops=max_budget_flops, seconds=max_budget_seconds),
+              max_tokens=max_tokens, max_body_bytes=max_body_bytes, on_ready=ready)
+    except RecipeError as exc:
+        _fail(f"--config {recipe_path}: {exc}")
+    except backends.BackendError as exc:
+        _fail(f"--backend {name}: {exc}")
+    except OSError as exc:  # the port is taken, the host cannot be bound
+        _fail(f"--host/--port {host}:{port}: {exc.strerror or exc}")
+
+
 @cli.command("datasets")
 def datasets_command() -> None:
     """List the dataset names `tts run --dataset` accepts."""

@@ -49,11 +49,18 @@ def _joined(head: Completion, tail: Completion) -> Completion:
 class Generator:
     """A backend handle bound to one problem's ledger. Every request goes through :meth:`sample`."""
 
-    def __init__(self, backend: Backend, ledger: Ledger, seed: int):
+    def __init__(self, backend: Backend, ledger: Ledger, seed: int,
+                 on_sample: Callable[["Generator", list[Completion]], None] | None = None):
         self.backend = backend
         self.ledger = ledger
         self.seed = seed
         self._requests = 0
+        #: every completion this problem has been answered so far, in arrival order (what progress
+        #: reports count and vote over); continuations of a refilled sample are not counted twice
+        self.samples_done = 0
+        # called on the event loop after each answered request, with its completions: how `tts serve`
+        # and tts.solve_stream report progress while a strategy searches. It must not raise or block.
+        self._on_sample = on_sample
 
     async def sample(
         self,
@@ -81,9 +88,12 @@ class Generator:
         self._requests += 1
         request = GenerationRequest(as_prompt(prompt), params, prefix)
         completions, cap = await self._request(request)
-        if cap >= params.max_tokens:
-            return completions
-        return await self._refill(request, completions, cap)
+        if cap < params.max_tokens:
+            completions = await self._refill(request, completions, cap)
+        self.samples_done += len(completions)
+        if self._on_sample is not None:
+            self._on_sample(self, completions)
+        return completions
 
     async def _refill(self, request: GenerationRequest, completions: list[Completion], cap: int) -> list[Completion]:
         """Continue the samples a pool share cut short, sharing out what the budget has left, round by
@@ -221,6 +231,24 @@ def grade_trace(problem: Problem, trace: Trace, grade: Grade | None) -> Result:
     )
 
 
+async def solve_one(problem: Problem, strategy: Strategy, backend: Backend, ledger: Ledger, seed: int,
+                    on_sample: Callable[[Generator, list[Completion]], None] | None = None) -> Trace:
+    """One problem under ``ledger``: the strategy's trace with the ledger's final counts. Its seed
+    derives from the run seed, the problem id and the strategy, so a problem draws the same samples
+    whatever else is in flight; ``on_sample`` sees every answered request (progress reports)."""
+    gen = Generator(backend, ledger, derive_seed(seed, problem.id, strategy.name), on_sample)
+    try:
+        # the strategy sees the problem without its reference or hidden tests: graders only
+        trace = await strategy.solve(problem.public(), gen)
+    except BudgetExhausted as exc:
+        # a strategy that lets a refusal escape (a user's, or a bug) ends this problem with no
+        # answer, recorded like any budget stop; the run goes on
+        trace = Trace(problem.id, strategy.name, (), None, None, {}, {"budget_stop": str(exc)})
+    finally:
+        ledger.stop_clock()
+    return dataclasses.replace(trace, ledger=ledger.snapshot())
+
+
 async def run_async(
     problems: Iterable[Problem],
     strategy: Strategy,
@@ -250,17 +278,7 @@ async def run_async(
 
     async def one(problem: Problem) -> Result:
         async with gate:
-            ledger = run_ledger.child(budget)
-            gen = Generator(backend, ledger, derive_seed(seed, problem.id, strategy.name))
-            try:
-                # the strategy sees the problem without its reference or hidden tests: graders only
-                trace = await strategy.solve(problem.public(), gen)
-            except BudgetExhausted as exc:
-                # a strategy that lets a refusal escape (a user's, or a bug) ends this problem with no
-                # answer, recorded like any budget stop; the run goes on
-                trace = Trace(problem.id, strategy.name, (), None, None, {}, {"budget_stop": str(exc)})
-            ledger.stop_clock()
-            trace = dataclasses.replace(trace, ledger=ledger.snapshot())
+            trace = await solve_one(problem, strategy, backend, run_ledger.child(budget), seed)
             grade_fn = grader(problem) if grader is not None else grade
             # Graders may run code (HumanEval) or sympy: keep them off the event loop.
             result = await asyncio.to_thread(grade_trace, problem, trace, grade_fn)

@@ -1,0 +1,353 @@
+"""`tts serve` as users meet it: a real subprocess on 127.0.0.1 talked to with the official openai
+client (and raw HTTP where a client would hide what is checked). The scripted backend keeps the
+replies known; one end-to-end test runs the embedded model on the hf backend."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("fastapi")
+
+from tts.budget import Budget  # noqa: E402
+from tts.server import Defaults, RequestError, parse  # noqa: E402
+from tts.server.app import ranked_choices, split_reasoning  # noqa: E402
+from tts.server.tools import ToolCall, ToolVote, parse_tool_calls, parse_tool_vote  # noqa: E402
+from tts.strategies import STRATEGIES  # noqa: E402
+from tts.types import Candidate, Trace  # noqa: E402
+
+PARIS = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "c"}}\n</tool_call>'
+PARIS_REORDERED = '<tool_call>{"arguments": {"unit": "c", "city": "Paris"}, "name": "get_weather"}</tool_call>'
+ROME = '{"name": "get_weather", "arguments": {"city": "Rome"}}'
+REPLIES = {"2 + 3": ["The answer is 5.", "5", "I think 6", "5!", "7"], "weather": [ROME, PARIS, PARIS_REORDERED],
+           "slow": ["1"]}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+#: options a strategy needs at N = 2 on the scripted backend (its defaults assume a larger N)
+AT_TWO = {"deepconf": {"deepconf_warmup": 2}, "revise": {"revisions": 2}, "beam_search": {"expansions": 2}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    def __init__(self, tmp: Path, *args: str, latency: float = 0.0, model: str | None = None,
+                 backend: str = "scripted", timeout: float = 60):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        if model is None:
+            model = str(tmp / f"script-{self.port}.json")
+            Path(model).write_text(json.dumps({"replies": REPLIES, "latency": latency}))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tts.cli", "serve", "--backend", backend, "--model", model,
+             "--port", str(self.port), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tts serve exited: {self.proc.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.close()
+        raise RuntimeError("tts serve did not start")
+
+    def client(self, key: str = "none") -> "openai.OpenAI":
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=60)
+
+    def metric(self, name: str, headers=None) -> float:
+        text = httpx.get(self.url + "/metrics", headers=headers, timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Served(tmp_path_factory.mktemp("serve"))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory):
+    """Each engine batch takes 1.5 s; two requests at most; a key."""
+    s = Served(tmp_path_factory.mktemp("slow"), "--api-key", "sekret", "--max-concurrent-requests", "2",
+               "--max-body-bytes", "4096", latency=1.5)
+    yield s
+    s.close()
+
+
+ASK = [{"role": "user", "content": "What is 2 + 3?"}]
+
+
+# --- strategies by model name and by body --------------------------------------------------------
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_every_strategy_by_model_name(server, name):
+    done = server.client().chat.completions.create(model=f"{name}@2", messages=ASK,
+                                                   extra_body={"tts": AT_TWO.get(name, {})})
+    assert isinstance(done.choices[0].message.content, str)
+    tts = done.model_extra["tts"]
+    assert tts["strategy"] == f"{name}@2"
+    assert done.usage.completion_tokens == tts["ledger"]["generated_tokens"] > 0
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_every_strategy_by_body(server, name):
+    done = server.client().chat.completions.create(
+        model="tts", messages=ASK, extra_body={"tts": {"strategy": name, "n": 2, **AT_TWO.get(name, {})}})
+    assert done.model_extra["tts"]["strategy"] == f"{name}@2"
+
+
+def test_majority_votes_and_returns_its_trace(server):
+    done = server.client().chat.completions.create(model="tts/majority@5", messages=ASK,
+                                                   extra_body={"tts": {"return_trace": True}})
+    tts = done.model_extra["tts"]
+    assert tts["answer"] == "5" and "5" in done.choices[0].message.content
+    assert sorted(c["answer"] for c in tts["candidates"]) == ["5", "5", "5", "6", "7"]  # the script's five
+    assert sum(c["chosen"] for c in tts["candidates"]) == 1
+
+
+def test_n_returns_the_top_distinct_answers(server):
+    done = server.client().chat.completions.create(model="majority@5", messages=ASK, n=3)
+    texts = [c.message.content for c in done.choices]
+    assert len(texts) == 3 and "5" in texts[0] and {"I think 6", "7"} == set(texts[1:])
+
+
+def test_completions_endpoint_and_models(server):
+    done = server.client().completions.create(model="majority@3", prompt="What is 2 + 3?")
+    assert done.choices[0].text and done.usage.completion_tokens > 0
+    ids = [m.id for m in server.client().models.list().data]
+    assert "tts/majority" in ids and "tts/beam_search" in ids
+
+
+# --- streaming ---------------------------------------------------------------------------------------
+def test_streaming_sends_progress_then_content_then_usage(server):
+    started = time.perf_counter()
+    kinds, first_at, content = [], None, ""
+    stream = server.client().chat.completions.create(model="majority@5", messages=ASK, stream=True,
+                                                     stream_options={"include_usage": True})
+    for chunk in stream:
+        if first_at is None:
+            first_at = time.perf_counter() - started
+        extra = chunk.model_extra or {}
+        if chunk.usage is not None:
+            kinds.append("usage")
+        elif not chunk.choices and "tts" in extra:
+            kinds.append("progress")
+            assert set(extra["tts"]) >= {"samples", "leader", "votes", "generated_tokens"}
+        elif chunk.choices and chunk.choices[0].delta.content:
+            kinds.append("content")
+            content += chunk.choices[0].delta.content
+    assert first_at < 1.0
+    assert kinds[0] == "progress" and kinds[-1] == "usage" and "content" in kinds
+    last_progress = max(i for i, k in enumerate(kinds) if k == "progress")
+    assert last_progress < kinds.index("content")
+    assert "5" in content
+
+
+# --- tool calls ----------------------------------------------------------------------------------------
+def test_tool_calls_are_voted_canonically(server):
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    done = server.client().chat.completions.create(model="majority@3", messages=ask, tools=TOOLS)
+    choice = done.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments)["city"] == "Paris"
+    # voting on the name alone makes all three one vote: the first sample (Rome) represents it
+    by_name = server.client().chat.completions.create(model="majority@3", messages=ask, tools=TOOLS,
+                                                      extra_body={"tts": {"tool_vote": "name"}})
+    assert json.loads(by_name.choices[0].message.tool_calls[0].function.arguments)["city"] == "Rome"
+
+
+def test_tool_calls_stream(server):
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    calls, finish = [], None
+    for chunk in server.client().chat.completions.create(model="majority@3", messages=ask, tools=TOOLS, stream=True):
+        for choice in chunk.choices:
+            calls += choice.delta.tool_calls or []
+            finish = choice.finish_reason or finish
+    assert finish == "tool_calls" and calls and calls[0].function.name == "get_weather"
+
+
+# --- errors ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("body, status, param", [
+    ({"model": "nope@x", "messages": ASK}, 400, "model"),
+    ({"model": "gpt-17", "messages": ASK}, 404, "model"),
+    ({"model": "majority@3", "messages": []}, 400, "messages"),
+    ({"model": "majority@3", "messages": ASK, "tts": {"expansions": 3}}, 400, "tts.expansions"),
+    ({"model": "majority@3", "messages": ASK, "tts": {"budget": {"tokens": 3}}}, 400, "tts.budget.tokens"),
+    ({"model": "majority@3", "messages": ASK, "temperature": -1}, 400, "temperature"),
+    ({"model": "majority@3", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role"),
+])
+def test_bad_requests_are_openai_errors(server, body, status, param):
+    got = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=10)
+    assert got.status_code == status, got.text
+    err = got.json()["error"]
+    assert err["param"] == param and err["message"] and "\n" not in err["message"]
+
+
+def test_not_json_and_unknown_paths(server):
+    got = httpx.post(server.url + "/v1/chat/completions", content=b"{nope", timeout=10)
+    assert got.status_code == 400 and "not valid JSON" in got.json()["error"]["message"]
+    got = httpx.get(server.url + "/v1/engines", timeout=10)
+    assert got.status_code == 404 and "/v1/chat/completions" in got.json()["error"]["message"]
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+                    max_leaves=12)
+FIELDS = st.fixed_dictionaries({}, optional={
+    "model": st.sampled_from(["majority@2", "tts", "single", "beam_search@2", "x@0"]) | JSON,
+    "messages": st.just(ASK) | JSON, "prompt": JSON, "temperature": JSON, "top_p": JSON, "max_tokens": JSON,
+    "n": JSON, "stream": JSON, "stop": JSON, "seed": JSON, "tools": st.just(TOOLS) | JSON,
+    "tts": st.fixed_dictionaries({}, optional={"strategy": JSON, "n": JSON, "budget": JSON, "answer": JSON,
+                                               "tool_vote": JSON, "expansions": JSON, "return_trace": JSON}) | JSON,
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=FIELDS | JSON, path=st.sampled_from(["/v1/chat/completions", "/v1/completions"]))
+def test_malformed_bodies_never_give_a_500(server, body, path):
+    got = httpx.post(server.url + path, json=body, timeout=30)
+    assert got.status_code < 500, got.text
+    if got.status_code != 200:
+        assert got.json()["error"]["message"]
+    elif got.headers["content-type"].startswith("application/json"):
+        assert got.json()["choices"]
+
+
+# --- access, limits, cancellation ---------------------------------------------------------------------
+def test_api_key_is_required_but_not_for_health(slow_server):
+    with pytest.raises(openai.AuthenticationError):
+        slow_server.client("wrong").models.list()
+    assert httpx.get(slow_server.url + "/v1/models", timeout=5).status_code == 401
+    assert httpx.get(slow_server.url + "/health", timeout=5).status_code == 200
+    assert slow_server.client("sekret").models.list().data
+
+
+def test_large_bodies_are_refused(slow_server):
+    got = httpx.post(slow_server.url + "/v1/chat/completions", headers={"Authorization": "Bearer sekret"},
+                     json={"model": "single", "messages": [{"role": "user", "content": "x" * 5000}]}, timeout=10)
+    assert got.status_code == 413
+
+
+def test_past_the_concurrency_limit_is_429(slow_server):
+    key = {"Authorization": "Bearer sekret"}
+    body = {"model": "single", "messages": [{"role": "user", "content": "slow"}]}
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        httpx.post(slow_server.url + "/v1/chat/completions", json=body, headers=key, timeout=30).status_code))
+        for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    third = httpx.post(slow_server.url + "/v1/chat/completions", json=body, headers=key, timeout=30)
+    for t in threads:
+        t.join()
+    assert third.status_code == 429 and third.headers["retry-after"] == "1"
+    assert results == [200, 200]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_leaves_cancels_its_engine_requests(slow_server, stream):
+    key = {"Authorization": "Bearer sekret"}
+    body = {"model": "majority@4", "messages": [{"role": "user", "content": "slow"}], "stream": stream}
+    with httpx.Client(timeout=30) as client:
+        if stream:
+            with client.stream("POST", slow_server.url + "/v1/chat/completions", json=body, headers=key) as got:
+                lines = got.iter_lines()  # kept: dropping the iterator would close the stream here
+                first = next(lines)  # the first progress chunk: the search is running
+                assert got.status_code == 200 and '"samples": 0' in first, first
+                time.sleep(0.2)
+                assert slow_server.metric("tts_engine_requests_in_flight", key) == 1, httpx.get(slow_server.url + "/metrics", headers=key).text
+        else:
+            with pytest.raises(httpx.ReadTimeout):
+                client.post(slow_server.url + "/v1/chat/completions", json=body, headers=key, timeout=0.5)
+    deadline = time.monotonic() + 1.0
+    while slow_server.metric("tts_engine_requests_in_flight", key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert slow_server.metric("tts_engine_requests_in_flight", key) == 0
+    assert slow_server.metric("tts_requests_active", key) == 0
+
+
+# --- the pieces, without a socket ---------------------------------------------------------------------
+DEFAULTS = Defaults(model="m", max_budget=Budget(generated_tokens=100))
+
+
+def test_budget_is_capped_by_the_server():
+    job = parse({"model": "majority@2", "messages": ASK}, DEFAULTS)
+    assert job.budget.generated_tokens == 100  # the cap is the default
+    job = parse({"model": "majority@2", "messages": ASK, "tts": {"budget": {"generated_tokens": 50, "seconds": 2}}},
+                DEFAULTS)
+    assert job.budget.generated_tokens == 50 and job.budget.seconds == 2
+    with pytest.raises(RequestError, match="above this server's --max-budget generated_tokens 100"):
+        parse({"model": "majority@2", "messages": ASK, "tts": {"budget": {"generated_tokens": 500}}}, DEFAULTS)
+
+
+def test_requests_do_not_share_settings():
+    a = parse({"model": "m", "messages": ASK, "tts": {"strategy": "beam_search", "n": 4, "expansions": 2}}, DEFAULTS)
+    b = parse({"model": "m", "messages": ASK}, DEFAULTS)
+    assert a.strategy.expansions == 2 and b.strategy.name == "single"
+    forced = parse({"model": "majority@2", "messages": ASK, "tts": {"max_thinking_tokens": 20}}, DEFAULTS)
+    assert type(forced.strategy).__name__ == "BudgetForced"
+
+
+def test_tool_call_reading():
+    known = {"get_weather"}
+    assert parse_tool_calls(PARIS, known) == parse_tool_calls(PARIS_REORDERED, known)
+    assert parse_tool_calls('{"name": "rm_rf", "arguments": {}}', known) == []  # not an offered tool
+    assert parse_tool_calls("no call here", known) == []
+    call = ToolCall("f", {"a": 1, "ts": 5})
+    assert call.canonical(ToolVote("name_arguments", frozenset({"ts"}))) == ToolCall("f", {"a": 1}).canonical(ToolVote())
+    assert parse_tool_vote({"ignore": ["ts"]}).ignore == {"ts"}
+    with pytest.raises(ValueError, match="tts.tool_vote must be one of name, name_arguments"):
+        parse_tool_vote("names")
+
+
+def test_reasoning_split_and_ranked_choices():
+    assert split_reasoning("<think>hmm</think> 42") == ("hmm", "42")
+    assert split_reasoning("42") == (None, "42")
+    cands = [Candidate(t, a, 1, "stop") for t, a in (("a", "1"), ("b", "2"), ("c", "1"), ("d", "3"), ("e", "2"))]
+    trace = Trace("p", "majority", cands, "1", 2, {})
+    assert ranked_choices(trace, 3) == [2, 1, 3]
+    assert ranked_choices(trace, 1) == [2]
+
+
+def test_solve_stream_yields_progress_then_the_trace():
+    import asyncio
+
+    import tts
+    from tts.backends.scripted import ScriptedBackend
+
+    async def main():
+        events = [e async for e in tts.solve_stream("What is 2 + 3?", tts.Majority(n=5), ScriptedBackend(REPLIES))]
+        return events
+
+    events = asyncio.run(main())
+    assert isinstance(events[-1], tts.Finished) and events[-1].trace.answer == "5"
+    progress = [e for e in events if isinstance(e, tts.Progress)]
+    assert progress and progress[-1].samples == 5 and progress[-1].leader == "5" and progress[-1].votes == 3
