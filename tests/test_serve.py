@@ -351,3 +351,37 @@ def test_solve_stream_yields_progress_then_the_trace():
     assert isinstance(events[-1], tts.Finished) and events[-1].trace.answer == "5"
     progress = [e for e in events if isinstance(e, tts.Progress)]
     assert progress and progress[-1].samples == 5 and progress[-1].leader == "5" and progress[-1].votes == 3
+
+
+# --- real engines --------------------------------------------------------------------------------------
+ADD = [{"role": "user", "content": "What is 3 + 4? Reply with just the number."}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["hf", "vllm"])
+def test_end_to_end_on_the_embedded_model(tmp_path, backend):
+    if backend == "vllm":
+        pytest.importorskip("vllm")
+    s = Served(tmp_path, model="embedded", backend=backend, timeout=300)
+    try:
+        client = s.client()
+        done = client.chat.completions.create(model="majority@4", messages=ADD, max_tokens=16, seed=1,
+                                              extra_body={"tts": {"return_trace": True}})
+        tts = done.model_extra["tts"]
+        assert len(tts["candidates"]) == 4 and tts["ledger"]["generated_tokens"] == done.usage.completion_tokens > 0
+        [chosen] = [c for c in tts["candidates"] if c["chosen"]]
+        assert done.choices[0].message.content == chosen["text"] and tts["answer"] == chosen["answer"]
+        kinds = []
+        for chunk in client.chat.completions.create(model="majority@4", messages=ADD, max_tokens=16, stream=True,
+                                                    stream_options={"include_usage": True}):
+            kinds.append("usage" if chunk.usage else "content" if chunk.choices else "progress")
+        assert kinds[0] == "progress" and kinds[-1] == "usage"
+        # tool calls through a real model: whatever it writes, the response is well formed
+        tooled = client.chat.completions.create(model="majority@2", max_tokens=40, tools=TOOLS,
+                                                messages=[{"role": "user", "content": "Weather in Paris?"}])
+        choice = tooled.choices[0]
+        assert choice.finish_reason in ("tool_calls", "stop", "length")
+        assert (choice.message.tool_calls is not None) == (choice.finish_reason == "tool_calls")
+        assert s.metric("tts_engine_requests_in_flight") == 0
+    finally:
+        s.close()

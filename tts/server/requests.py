@@ -14,6 +14,7 @@ that wrap whichever strategy runs, exactly as the command line's flags do.
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
@@ -253,7 +254,9 @@ def parse(body: Any, defaults: Defaults, kind: str = "chat") -> Job:
         sampling["stop"] = tuple(stop)
     params = SamplingParams(**sampling)
 
-    seed = 0
+    # No seed: a fresh one, so two clients asking the same question draw different samples (as an
+    # OpenAI server does); with one, the request reproduces.
+    seed = random.getrandbits(62)
     for where, holder in (("", body), ("tts.", extra)):
         if holder.get("seed") is not None:
             seed = _number(holder, "seed", -(2 ** 63), 2 ** 63 - 1, integer=True, where=where)
