@@ -74,34 +74,75 @@ class TTSServe:
         self.proc.wait(30)
 
 
-async def clients(url: str, model: str, problems, args, *, vote_here: bool) -> tuple[float, dict]:
-    """``--clients`` workers, each sending its next problem when its last one is answered."""
+def vote(problem, texts) -> str | None:
+    """The majority answer of texts, read by tts's answer reader for the problem."""
+    read = extractor_for(problem)
+    votes = Counter(a for a in (read(t or "") for t in texts) if a)
+    return votes.most_common(1)[0][0] if votes else None
+
+
+async def clients(url: str, problems, args, body, answer, headers=None) -> tuple[float, dict]:
+    """``--clients`` workers, each sending its next problem when its last one is answered:
+    ``body(problem)`` is its request, ``answer(problem, reply)`` reads the answer from the reply."""
     queue = list(problems)
     answers: dict[str, str | None] = {}
-    async with httpx.AsyncClient(timeout=1200) as client:
+    async with httpx.AsyncClient(timeout=1200, headers=headers) as client:
         async def worker():
             while queue:
                 problem = queue.pop(0)
-                body = {"model": model, "messages": messages(problem), "temperature": args.temperature,
-                        "max_tokens": args.max_tokens}
-                if vote_here:
-                    body["n"] = args.n
-                reply = await client.post(url + "/chat/completions", json=body)
+                reply = await client.post(url + "/chat/completions", json=body(problem))
                 reply.raise_for_status()
-                data = reply.json()
-                if vote_here:
-                    read = extractor_for(problem)
-                    votes = Counter(a for a in (read(c["message"]["content"] or "") for c in data["choices"]) if a)
-                    answers[problem.id] = votes.most_common(1)[0][0] if votes else None
-                else:
-                    answers[problem.id] = data["tts"]["answer"]
+                answers[problem.id] = answer(problem, reply.json())
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(args.clients)))
         return time.perf_counter() - started, answers
 
 
+def sampling(args) -> dict:
+    return {"temperature": args.temperature, "max_tokens": args.max_tokens}
+
+
+def tts_side(spec):
+    return (lambda p: {"model": spec, "messages": messages(p)} | SAMPLING,
+            lambda p, data: data["tts"]["answer"])
+
+
+def plain_side(model, n):
+    return (lambda p: {"model": model, "messages": messages(p), "n": n} | SAMPLING,
+            lambda p, data: vote(p, [c["message"]["content"] for c in data["choices"]]))
+
+
+def one_answer(p, data) -> str | None:
+    return vote(p, [data["choices"][0]["message"]["content"]])
+
+
+class Peer:
+    """A peer's server in its own environment (a program to compare with, not a dependency)."""
+
+    def __init__(self, cmd: list[str], ready_path: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([c.replace("{port}", str(self.port)) for c in cmd],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"{cmd[0]} exited: {self.proc.stderr.read()[-2000:]}")
+            try:
+                httpx.get(self.url + ready_path, timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        sys.exit(f"{cmd[0]} did not start")
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
 def main() -> None:
+    global SAMPLING
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="add1")
     ap.add_argument("--limit", type=int, default=60)
@@ -110,7 +151,12 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--skip-direct", action="store_true", help="skip tts serve on the vllm backend")
+    ap.add_argument("--its-hub-python", default=".venv-peers/bin/python",
+                    help="python of an environment with its-hub 1.2.0 (its-iaas); skipped when missing")
+    ap.add_argument("--optillm-python", default=".venv-optillm/bin/python",
+                    help="python of an environment with optillm; skipped when missing")
     args = ap.parse_args()
+    SAMPLING = sampling(args)
 
     problems = tts.data.load(args.dataset, limit=args.limit)
     model_dir = resolve_model("embedded")
@@ -125,34 +171,59 @@ def main() -> None:
     with VLLMServer(model_dir, memory_fraction=0.5) as upstream:
         # warm-up, one full untimed pass: vLLM's first batches of each size are slow on a CPU, and the
         # side that met them first would pay for them (57 s against 22 s in a first try)
-        asyncio.run(clients(upstream.url, model_dir, problems, args, vote_here=True))
+        asyncio.run(clients(upstream.url, problems, args, *plain_side(model_dir, args.n)))
+        sides = []
         proxy = TTSServe("--backend", "openai", "--base-url", upstream.url, "--model", "embedded")
+        sides.append(("tts serve majority@N, backend openai", proxy, proxy.url, tts_side(spec)))
+        sides.append(("plain client to vllm serve (n per request, client-side vote)", None, upstream.url,
+                      plain_side(model_dir, args.n)))
+        if Path(args.its_hub_python).exists():
+            iaas = Peer([args.its_hub_python, "-m", "its_hub.integration.iaas.app_server", "--port", "{port}",
+                         "--log-level", "WARNING"], "/v1/models")
+            httpx.post(iaas.url + "/configure", timeout=60, json={
+                "endpoint": upstream.url, "api_key": "none", "model": model_dir, "alg": "self-consistency",
+                "regex_patterns": [r"(-?\d+)(?!.*\d)"], "budget": args.n, "temperature": args.temperature,
+            }).raise_for_status()
+            sides.append((f"its_hub its-iaas self-consistency, budget {args.n}", iaas, iaas.url + "/v1",
+                          (lambda p: {"model": model_dir, "messages": messages(p), "budget": args.n} | SAMPLING,
+                           one_answer)))
+        if Path(args.optillm_python).exists():
+            opt = Peer([args.optillm_python, "-m", "optillm", "--base-url", upstream.url, "--port", "{port}",
+                        "--approach", "majority_voting", "--n", str(args.n)], "/health")
+            sides.append((f"optillm proxy, majority_voting, n {args.n}", opt, opt.url + "/v1",
+                          (lambda p: {"model": f"majority_voting-{model_dir}", "messages": messages(p),
+                                      "n": args.n} | SAMPLING, one_answer)))
         try:
-            for name, url, model, here in (("tts serve, backend openai", proxy.url, spec, False),
-                                           ("plain client to vllm serve (n per request)", upstream.url, model_dir, True)):
+            for name, _, url, (body, answer) in sides:
                 before = [upstream.metric(m) for m in UPSTREAM]
-                wall, answers = asyncio.run(clients(url, model, problems, args, vote_here=here))
+                wall, answers = asyncio.run(clients(url, problems, args, body, answer,
+                                                    headers={"Authorization": "Bearer none"}))
                 record(name, wall, answers, [upstream.metric(m) - b for m, b in zip(UPSTREAM, before)])
         finally:
-            proxy.close()
+            for _, server, _, _ in sides:
+                if server is not None:
+                    server.close()
     if not args.skip_direct:
         direct = TTSServe("--backend", "vllm", "--model", "embedded")
         try:
-            asyncio.run(clients(direct.url, spec, problems, args, vote_here=False))  # warm-up, as above
-            wall, answers = asyncio.run(clients(direct.url, spec, problems, args, vote_here=False))
-            record("tts serve, backend vllm (no upstream hop)", wall, answers, None)
+            asyncio.run(clients(direct.url, problems, args, *tts_side(spec)))  # warm-up, as above
+            wall, answers = asyncio.run(clients(direct.url, problems, args, *tts_side(spec)))
+            record("tts serve majority@N, backend vllm (no upstream hop)", wall, answers, None)
         finally:
             direct.close()
 
-    print(f"\n{args.dataset}, {len(problems)} problems, {spec} per request, {args.clients} concurrent clients, "
+    print(f"\n{args.dataset}, {len(problems)} problems, N={args.n} per request, {args.clients} concurrent clients, "
           f"temperature {args.temperature}, max {args.max_tokens} tokens\n")
-    print("| client | wall s | requests/s | accuracy (95% Wilson) | upstream requests | upstream prompt tokens |")
+    print("| client | wall s | requests/s | accuracy (95% Wilson) | upstream sequences | upstream prompt tokens |")
     print("|---|---|---|---|---|---|")
     for name, wall, correct, up in rows:
         lo, hi = wilson_interval(correct, len(problems))
         ups = f"{up[0]:,.0f} | {up[1]:,.0f}" if up else "- | -"
         print(f"| {name} | {wall:.1f} | {len(problems) / wall:.2f} | {correct / len(problems):.3f} "
               f"({lo:.2f}-{hi:.2f}) | {ups} |")
+
+
+SAMPLING: dict = {}
 
 
 if __name__ == "__main__":

@@ -169,6 +169,19 @@ def test_streaming_sends_progress_then_content_then_usage(server):
     assert "5" in content
 
 
+def test_single_streams_the_engine_text_as_it_comes(server):
+    kinds, content = [], ""
+    for chunk in server.client().chat.completions.create(model="single", messages=ASK, stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            kinds.append("content")
+            content += chunk.choices[0].delta.content
+        elif not chunk.choices:
+            kinds.append("progress")
+    # the reply arrives before the progress chunk that counts its sample: it was not held back
+    assert kinds.index("content") < max(i for i, k in enumerate(kinds) if k == "progress")
+    assert content in REPLIES["2 + 3"]
+
+
 # --- tool calls ----------------------------------------------------------------------------------------
 def test_tool_calls_are_voted_canonically(server):
     ask = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -337,6 +350,25 @@ def test_reasoning_split_and_ranked_choices():
     assert ranked_choices(trace, 1) == [2]
 
 
+def test_solve_stream_text_events_reach_only_their_own_request():
+    import asyncio
+
+    import tts
+    from tts.backends.scripted import ScriptedBackend
+
+    async def main():
+        backend = ScriptedBackend(REPLIES)
+
+        async def collect(stream_text):
+            return [e async for e in tts.solve_stream("What is 2 + 3?", tts.Single(), backend, stream_text=stream_text)]
+
+        return await asyncio.gather(collect(True), collect(False))
+
+    with_text, without = asyncio.run(main())
+    assert [e.text for e in with_text if isinstance(e, tts.Text)] == [with_text[-1].trace.candidates[0].text]
+    assert not any(isinstance(e, tts.Text) for e in without)
+
+
 def test_solve_stream_yields_progress_then_the_trace():
     import asyncio
 
@@ -376,6 +408,13 @@ def test_end_to_end_on_the_embedded_model(tmp_path, backend):
                                                     stream_options={"include_usage": True}):
             kinds.append("usage" if chunk.usage else "content" if chunk.choices else "progress")
         assert kinds[0] == "progress" and kinds[-1] == "usage"
+        # single streams the engine's tokens: content chunks come before the sample is counted
+        live = []
+        for chunk in client.chat.completions.create(model="single", messages=ADD, max_tokens=16, stream=True):
+            live.append("content" if chunk.choices and chunk.choices[0].delta.content else
+                        "progress" if not chunk.choices else "other")
+        if backend == "hf":  # vLLM's in-process backend returns whole generations (see ARCHITECTURE.md)
+            assert live.index("content") < max(i for i, k in enumerate(live) if k == "progress")
         # tool calls through a real model: whatever it writes, the response is well formed
         tooled = client.chat.completions.create(model="majority@2", max_tokens=40, tools=TOOLS,
                                                 messages=[{"role": "user", "content": "Weather in Paris?"}])

@@ -13,7 +13,7 @@ from . import lifeline
 lifeline.on_import()  # an engine process started by an armed tts process dies with its parent
 
 from . import backends, data  # noqa: E402
-from .api import Finished, Progress, run, solve, solve_async, solve_stream  # noqa: E402
+from .api import Finished, Progress, Text, run, solve, solve_async, solve_stream  # noqa: E402
 from .budget import Budget, BudgetExhausted, Ledger  # noqa: E402
 from .runtime import Generator, Result, Strategy  # noqa: E402
 from .strategies import BestOfN, Majority, Single  # noqa: E402
@@ -34,5 +34,5 @@ def serve(model: str = "embedded", backend: str = "auto", **options):
 __all__ = [
     "BestOfN", "Budget", "BudgetExhausted", "Candidate", "Completion", "ConfidenceVerifier", "Generator",
     "Ledger", "Majority", "Message", "Problem", "Result", "SamplingParams", "Single", "Strategy", "Trace",
-    "Finished", "Progress", "backends", "data", "run", "serve", "solve", "solve_async", "solve_stream",
+    "Finished", "Progress", "Text", "backends", "data", "run", "serve", "solve", "solve_async", "solve_stream",
 ]

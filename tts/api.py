@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Iterable
 
-from .backends.base import Backend
+from .backends.base import TEXT_LISTENER, Backend
 from .budget import Budget, Ledger
 from .runtime import Generator, Grade, Result, Strategy, run_async, solve_one
 from .types import Completion, Problem, Trace
@@ -97,6 +98,15 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Text:
+    """A sample's text so far, as the engine generates it (only with ``stream_text=True``, and only
+    from backends that stream: hf per decode step, scripted per reply)."""
+
+    sample: int
+    text: str
+
+
+@dataclass(frozen=True)
 class Finished:
     """The last event of :func:`solve_stream`: the strategy's trace, with its ledger."""
 
@@ -111,20 +121,22 @@ def _as_problem(question: str | Problem) -> Problem:
 
 async def solve_stream(
     question: str | Problem, strategy: Strategy, backend: Backend, *, budget: Budget | None = None, seed: int = 0,
-    ledger: Ledger | None = None, extract: Callable[[str], str | None] | None = None,
-) -> AsyncIterator[Progress | Finished]:
+    ledger: Ledger | None = None, extract: Callable[[str], str | None] | None = None, stream_text: bool = False,
+) -> AsyncIterator[Progress | Text | Finished]:
     """Answer one question, yielding :class:`Progress` events while the strategy works and then one
     :class:`Finished` with the trace. Leaving the loop early (``break``, or cancelling the task that
     iterates) cancels the strategy, and with it every engine request it has in flight; the ledger is
     charged for what the engine computed. ``ledger`` (a parent's child, e.g. a server's) overrides
-    ``budget``; ``extract`` reads the answer the leader is counted by (default: the problem's format)."""
+    ``budget``; ``extract`` reads the answer the leader is counted by (default: the problem's format).
+    ``stream_text`` adds :class:`Text` events with the engine's text as it is generated (worth it for
+    strategies that keep their one sample, such as ``single``)."""
     problem = _as_problem(question)
     _check_common(strategy, backend, budget, seed)
     from .data.grading import extractor_for
 
     read = extract or extractor_for(problem)
     ledger = ledger if ledger is not None else Ledger(budget=budget or Budget())
-    events: asyncio.Queue[Progress] = asyncio.Queue()
+    events: asyncio.Queue[Progress | Text] = asyncio.Queue()
     answers: Counter[str] = Counter()
     started = time.perf_counter()
 
@@ -142,7 +154,11 @@ async def solve_stream(
                                    int(snap["prompt_tokens"]), int(snap["engine_calls"]),
                                    round(time.perf_counter() - started, 3)))
 
-    task = asyncio.create_task(solve_one(problem, strategy, backend, ledger, seed, on_sample))
+    context = contextvars.copy_context()
+    if stream_text:
+        context.run(TEXT_LISTENER.set, lambda sample, text: events.put_nowait(Text(sample, text)))
+    # the task starts from a copy of this context, so only this request's engine calls see the listener
+    task = context.run(asyncio.create_task, solve_one(problem, strategy, backend, ledger, seed, on_sample))
     try:
         while True:
             getter = asyncio.ensure_future(events.get())

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from ..budget import ModelShape
 from ..types import Completion, Message, SamplingParams
 
+
+
+#: A caller that wants a request's text while it is generated (``tts serve`` streaming a ``single``
+#: answer) sets this, in the context the request is made from, to ``listener(sample_index, text_so_far)``;
+#: backends that can stream call it on the caller's event loop as tokens arrive (the hf backend per
+#: decode step, the scripted backend once per reply). It is a context variable rather than a request
+#: field because it is about who is listening, not about what to generate: it changes no result.
+TEXT_LISTENER: ContextVar[Callable[[int, str], None] | None] = ContextVar("tts_text_listener", default=None)
 
 class EngineError(RuntimeError):
     """An engine failed while a run was using it (it died, or a server stopped answering); the message

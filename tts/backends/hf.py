@@ -21,7 +21,7 @@ from typing import Any
 
 from ..budget import model_shape
 from ..types import Completion
-from .base import EngineError, Generation, GenerationRequest, PartialUsage, PromptEncoder, quiet_loading
+from .base import TEXT_LISTENER, EngineError, Generation, GenerationRequest, PartialUsage, PromptEncoder, quiet_loading
 
 
 class ModelLoadError(EngineError):
@@ -68,12 +68,14 @@ class _Item:
     started: bool = False
     cancelled: bool = False
     partial: Generation | None = None
+    listener: Any = None  # TEXT_LISTENER as the caller set it (called on its loop with each row's text)
 
 
 @dataclass
 class _Row:
     item: _Item
     seed: int
+    index: int = 0  # the sample's place in its request
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish: str | None = None
@@ -130,7 +132,7 @@ class HFBackend:
     # --- scheduling (event loop side) ------------------------------------------------------------
     async def generate(self, request: GenerationRequest, on_cancel: PartialUsage | None = None) -> Generation:
         loop = asyncio.get_running_loop()
-        item = _Item(request, self.encode(request), loop.create_future(), loop)
+        item = _Item(request, self.encode(request), loop.create_future(), loop, listener=TEXT_LISTENER.get())
         self._queue.append(item)
         self._ensure_worker()
         self._wakeup.set()
@@ -233,7 +235,7 @@ class HFBackend:
             base = it.request.params.seed
             for k in range(it.request.params.n):
                 seed = (base + k) if base is not None else random.getrandbits(62)
-                rows.append(_Row(it, seed))
+                rows.append(_Row(it, seed, k))
                 owner.append(i)
         index = torch.tensor(owner, dtype=torch.long, device=device)
         # Copy each prompt's KV cache to its n sample rows: the prompt was computed once.
@@ -260,6 +262,9 @@ class HFBackend:
                     row.ids.append(token)
                     row.logprobs.append(float(logprobs_all[slot, token]))
                     row.finish = self._finished(row, token, params)
+                    if row.item.listener is not None and row.finish is None:
+                        text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+                        row.item.loop.call_soon_threadsafe(row.item.listener, row.index, text)
                 if row.finish is None:
                     keep.append(slot)
                     next_tokens.append(row.ids[-1])

@@ -26,7 +26,7 @@ from typing import Callable, Mapping, Sequence, Union
 
 from ..budget import ModelShape
 from ..types import Completion
-from .base import Generation, GenerationRequest, PartialUsage, render_chat_fallback
+from .base import TEXT_LISTENER, Generation, GenerationRequest, PartialUsage, render_chat_fallback
 
 _TOKEN = re.compile(r"\s*(?:\w+|[^\w\s])")
 DEFAULT_LOGPROB = -0.5
@@ -87,6 +87,10 @@ class ScriptedBackend:
     # --- generation ------------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest, on_cancel: PartialUsage | None = None) -> Generation:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
+        listener = TEXT_LISTENER.get()
+        if listener is not None:  # a script has no tokens to stream: each reply arrives whole
+            future.add_done_callback(lambda f: None if f.cancelled() or f.exception() else
+                                     [listener(i, c.text) for i, c in enumerate(f.result().completions)])
         self._pending.append((request, future))
         if self._flush is None or self._flush.done():
             self._flush = asyncio.create_task(self._run_batch())

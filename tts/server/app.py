@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from ..api import Finished, Progress, solve_stream
+from ..api import Finished, Progress, Text, solve_stream
 from ..budget import Ledger
 from ..types import Trace
 from .metrics import Metrics, MeteredBackend
@@ -140,6 +140,43 @@ def _pieces(text: str, size: int = 24) -> list[str]:
     return out
 
 
+def streams_live(job: Job) -> bool:
+    """Whether the engine's text is streamed as it is generated: only where the one sample is the
+    answer (``single``; a ``BudgetForced`` single is named budget_forcing and streams when it is
+    done, since its continuations rewrite the text) and no tool call has to be read whole."""
+    return type(job.strategy).__name__ == "Single" and not job.tools
+
+
+class LiveText:
+    """The text of sample 0 sent so far, split into reasoning (inside ``<think>``) and content."""
+
+    def __init__(self) -> None:
+        self.reasoning = ""
+        self.content = ""
+        self.started = False
+
+    def deltas(self, text: str, chat: bool) -> list[dict]:
+        out: list[dict] = []
+        if not self.started and chat:
+            out.append({"role": "assistant"})
+        self.started = True
+        if chat and "<think>" in text and "</think>" not in text:
+            reasoning, content = text.split("<think>", 1)[1], ""
+        elif chat:
+            reasoning, content = split_reasoning(text)
+            reasoning = reasoning or ""
+        else:
+            reasoning, content = "", text
+        # text so far can shrink at its end (a stop string being recognized): send only what grows
+        if reasoning.startswith(self.reasoning) and reasoning != self.reasoning:
+            out.append({"reasoning_content": reasoning[len(self.reasoning):]})
+            self.reasoning = reasoning
+        if content.startswith(self.content) and content != self.content:
+            out.append({"content": content[len(self.content):]})
+            self.content = content
+        return out
+
+
 def sse(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
 
@@ -175,29 +212,43 @@ class Server:
         try:
             yield sse(self.progress_chunk(job, rid, created, None))
             trace = None
+            live = LiveText()  # what of sample 0 was already sent while it was generated
             async for event in solve_stream(job.problem, job.strategy, self.backend, seed=job.seed,
-                                            ledger=self.ledger.child(job.budget), extract=job.extract):
+                                            ledger=self.ledger.child(job.budget), extract=job.extract,
+                                            stream_text=streams_live(job)):
                 if isinstance(event, Finished):
                     trace = event.trace
+                elif isinstance(event, Text):
+                    if event.sample == 0:
+                        for delta in live.deltas(event.text, job.kind == "chat"):
+                            yield sse(self._delta(rid, obj, created, job, 0, delta))
                 else:
                     yield sse(self.progress_chunk(job, rid, created, event))
             assert trace is not None
             full = response_of(job, trace, rid, created)
             for choice in full["choices"]:
                 index, finish = choice["index"], choice["finish_reason"]
+                sent = live if index == 0 else LiveText()
                 if job.kind == "chat":
                     message = choice["message"]
-                    head = {"role": "assistant"}
-                    if message.get("reasoning_content") is not None:
-                        head["reasoning_content"] = message["reasoning_content"]
-                    yield sse(self._chunk(rid, obj, created, job, index, head))
+                    if not sent.started:
+                        yield sse(self._chunk(rid, obj, created, job, index, {"role": "assistant"}))
+                    reasoning = message.get("reasoning_content")
+                    if reasoning is not None and reasoning.startswith(sent.reasoning) and reasoning != sent.reasoning:
+                        yield sse(self._chunk(rid, obj, created, job, index,
+                                              {"reasoning_content": reasoning[len(sent.reasoning):]}))
                     for k, call in enumerate(message.get("tool_calls") or []):
                         yield sse(self._chunk(rid, obj, created, job, index, {"tool_calls": [{"index": k, **call}]}))
-                    for piece in _pieces(message.get("content") or ""):
+                    content = message.get("content") or ""
+                    # the rest of what was streamed live (a stop string the engine cut is not resent)
+                    rest = content[len(sent.content):] if content.startswith(sent.content) else ""
+                    for piece in _pieces(rest):
                         yield sse(self._chunk(rid, obj, created, job, index, {"content": piece}))
                     yield sse(self._chunk(rid, obj, created, job, index, {}, finish))
                 else:
-                    for piece in _pieces(choice["text"]):
+                    text = choice["text"]
+                    rest = text[len(sent.content):] if text.startswith(sent.content) else ""
+                    for piece in _pieces(rest):
                         yield sse({"id": rid, "object": obj, "created": created, "model": job.model,
                                    "choices": [{"index": index, "text": piece, "finish_reason": None, "logprobs": None}]})
                     yield sse({"id": rid, "object": obj, "created": created, "model": job.model,
@@ -217,6 +268,12 @@ class Server:
             self.metrics.active -= 1
             self.metrics.count(job.kind, job.label, status)
             self.metrics.observe(job.label, time.perf_counter() - started)
+
+    def _delta(self, rid, obj, created, job, index, delta: dict) -> dict:
+        if job.kind == "chat":
+            return self._chunk(rid, obj, created, job, index, delta)
+        return {"id": rid, "object": obj, "created": created, "model": job.model,
+                "choices": [{"index": index, "text": delta.get("content", ""), "finish_reason": None, "logprobs": None}]}
 
     def _chunk(self, rid, obj, created, job, index, delta, finish=None) -> dict:
         return {"id": rid, "object": obj, "created": created, "model": job.model,
