@@ -7,12 +7,17 @@ their share of the problems (single-digit additions) as chat requests with ``mod
   clients' requests meet in the upstream engine's batches);
 * a plain client straight to the upstream server (one request with n=N, the vote done client-side by
   the same answer reader), the floor any proxy adds overhead to;
+* its_hub 1.2.0's `its-iaas` server configured for self-consistency with budget N, and optillm's
+  proxy with its majority_voting approach (model-name prefix, ``k`` = N), each in its own environment
+  (``--its-hub-python``, ``--optillm-python``; a side is skipped when its environment is missing);
 * through `tts serve --backend vllm` (the engine in the server process, no upstream hop), after the
   upstream server has stopped.
 
 Upstream requests and prompt tokens come from vLLM's own counters (``/metrics``) around each side.
 Every answer is graded by tts's grader.
 
+    python3 -m venv .venv-peers && .venv-peers/bin/pip install "its-hub[lm,iaas]==1.2.0"
+    python3 -m venv .venv-optillm && .venv-optillm/bin/pip install optillm
     .venv/bin/python benchmarks/serve.py --limit 60 --n 16 --clients 16
 """
 
@@ -120,10 +125,12 @@ def one_answer(p, data) -> str | None:
 class Peer:
     """A peer's server in its own environment (a program to compare with, not a dependency)."""
 
-    def __init__(self, cmd: list[str], ready_path: str):
+    def __init__(self, cmd: list[str], ready_path: str, env: dict | None = None):
+        import os
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([c.replace("{port}", str(self.port)) for c in cmd],
+        self.proc = subprocess.Popen([c.replace("{port}", str(self.port)) for c in cmd], env={**os.environ, **(env or {})},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -188,11 +195,13 @@ def main() -> None:
                           (lambda p: {"model": model_dir, "messages": messages(p), "budget": args.n} | SAMPLING,
                            one_answer)))
         if Path(args.optillm_python).exists():
-            opt = Peer([args.optillm_python, "-m", "optillm", "--base-url", upstream.url, "--port", "{port}",
-                        "--approach", "majority_voting", "--n", str(args.n)], "/health")
-            sides.append((f"optillm proxy, majority_voting, n {args.n}", opt, opt.url + "/v1",
+            # optillm's majority_voting plugin, chosen by the model-name prefix; k samples in one request
+            opt = Peer([args.optillm_python, "-c", "import optillm; optillm.main()", "--base-url", upstream.url,
+                        "--port", "{port}"],
+                       "/health", env={"OPENAI_API_KEY": "none"})
+            sides.append((f"optillm proxy, majority_voting, k {args.n}", opt, opt.url + "/v1",
                           (lambda p: {"model": f"majority_voting-{model_dir}", "messages": messages(p),
-                                      "n": args.n} | SAMPLING, one_answer)))
+                                      "k": args.n} | SAMPLING, one_answer)))
         try:
             for name, _, url, (body, answer) in sides:
                 before = [upstream.metric(m) for m in UPSTREAM]
@@ -214,11 +223,12 @@ def main() -> None:
 
     print(f"\n{args.dataset}, {len(problems)} problems, N={args.n} per request, {args.clients} concurrent clients, "
           f"temperature {args.temperature}, max {args.max_tokens} tokens\n")
-    print("| client | wall s | requests/s | accuracy (95% Wilson) | upstream sequences | upstream prompt tokens |")
-    print("|---|---|---|---|---|---|")
+    print("| client | wall s | requests/s | accuracy (95% Wilson) | upstream sequences | upstream prompt tokens | "
+          "upstream generated tokens |")
+    print("|---|---|---|---|---|---|---|")
     for name, wall, correct, up in rows:
         lo, hi = wilson_interval(correct, len(problems))
-        ups = f"{up[0]:,.0f} | {up[1]:,.0f}" if up else "- | -"
+        ups = f"{up[0]:,.0f} | {up[1]:,.0f} | {up[2]:,.0f}" if up else "- | - | -"
         print(f"| {name} | {wall:.1f} | {len(problems) / wall:.2f} | {correct / len(problems):.3f} "
               f"({lo:.2f}-{hi:.2f}) | {ups} |")
 

@@ -253,6 +253,18 @@ def test_malformed_bodies_never_give_a_500(server, body, path):
         assert got.json()["choices"]
 
 
+@settings(max_examples=300, deadline=None)
+@given(body=FIELDS | JSON, kind=st.sampled_from(["chat", "completion"]))
+def test_the_parser_gives_a_job_or_a_request_error(body, kind):
+    try:
+        job = parse(body, DEFAULTS, kind)
+    except RequestError as err:
+        assert err.status in (400, 404) and err.message and "\n" not in err.message
+        assert err.param is None or isinstance(err.param, str)
+    else:
+        assert job.strategy is not None and job.budget.generated_tokens <= 100
+
+
 # --- access, limits, cancellation ---------------------------------------------------------------------
 def test_api_key_is_required_but_not_for_health(slow_server):
     with pytest.raises(openai.AuthenticationError):
