@@ -341,6 +341,22 @@ def test_requests_do_not_share_settings():
     assert type(forced.strategy).__name__ == "BudgetForced"
 
 
+def test_a_recipe_is_the_default_request():
+    from tts.recipes import RecipeError
+    from tts.server import server_defaults
+
+    defaults = server_defaults("m", {"strategy": ["beam_search"], "n": 4, "expansions": 2, "temperature": 0.3,
+                                     "dataset": "add1", "limit": 5}, max_budget=Budget())
+    job = parse({"model": "m", "messages": ASK}, defaults)
+    assert type(job.strategy).__name__ == "BeamSearch" and job.strategy.expansions == 2 and job.label == "beam_search@4"
+    assert job.strategy.params.temperature == 0.3
+    # a request that names its own strategy does not inherit the default's options
+    other = parse({"model": "majority@3", "messages": ASK}, defaults)
+    assert other.label == "majority@3"
+    with pytest.raises(RecipeError, match="the default request does not build: tts.beam_search takes no option 'k'"):
+        server_defaults("m", {"strategy": "beam_search", "k": 3}, max_budget=Budget())
+
+
 def test_tool_call_reading():
     known = {"get_weather"}
     assert parse_tool_calls(PARIS, known) == parse_tool_calls(PARIS_REORDERED, known)

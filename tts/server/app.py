@@ -382,7 +382,17 @@ def create_app(backend, defaults: Defaults, limits: Limits | None = None):
         created = int(time.time())
         server.metrics.active += 1
         if job.stream:
-            return StreamingResponse(server.stream(job, rid, created), media_type="text/event-stream",
+            # Started here, so that its `finally` (which releases the concurrency slot) runs even if the
+            # client leaves before the response begins: a never-started generator skips its finally.
+            events = server.stream(job, rid, created)
+            first = await events.__anext__()
+
+            async def body():
+                yield first
+                async for chunk in events:
+                    yield chunk
+
+            return StreamingResponse(body(), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         started = time.perf_counter()
         status = 200
