@@ -52,10 +52,12 @@ assert set(LIMITS) == set(UNITS)
 
 # Wall time is measured, not reserved: a request in flight when the time runs out is cancelled, which
 # the event loop does within a scheduling delay, and the strategy then still selects its answer (and
-# may score what it has). On a loaded 2-core machine that is tens of milliseconds; the slack is wide so
-# the test checks the mechanism (a run that ignored the limit would take its whole search), not the
-# machine's scheduler.
-SECONDS_SLACK = 0.5
+# may score what it has). On a loaded 2-core machine that is tens of milliseconds, but a stall of the
+# whole process happens too: CI once measured 0.59 s against a 0.04 s limit right after the vLLM engine
+# tests (an engine shutting down on the same two cores), and the same example passed when rerun. The
+# slack is wide so the test checks the mechanism (a strategy that kept searching past the limit, one
+# scripted batch after another, would overrun it), not the machine's scheduler.
+SECONDS_SLACK = 2.0
 
 
 @pytest.mark.parametrize("unit", UNITS)

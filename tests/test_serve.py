@@ -441,8 +441,7 @@ def test_end_to_end_on_the_embedded_model(tmp_path, backend):
         for chunk in client.chat.completions.create(model="single", messages=ADD, max_tokens=16, stream=True):
             live.append("content" if chunk.choices and chunk.choices[0].delta.content else
                         "progress" if not chunk.choices else "other")
-        if backend == "hf":  # vLLM's in-process backend returns whole generations (see ARCHITECTURE.md)
-            assert live.index("content") < max(i for i, k in enumerate(live) if k == "progress")
+        assert live.index("content") < max(i for i, k in enumerate(live) if k == "progress")
         # tool calls through a real model: whatever it writes, the response is well formed
         tooled = client.chat.completions.create(model="majority@2", max_tokens=40, tools=TOOLS,
                                                 messages=[{"role": "user", "content": "Weather in Paris?"}])

@@ -29,11 +29,11 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..budget import ModelShape
 from ..types import Completion
-from .base import EngineError, Generation, GenerationRequest, PartialUsage, PromptEncoder
+from .base import TEXT_LISTENER, EngineError, Generation, GenerationRequest, PartialUsage, PromptEncoder
 
 #: vLLM finish reasons -> ours. "abort" is what an aborted (cancelled) request reports.
 _FINISH = {"stop": "stop", "length": "length", "abort": "cancelled"}
@@ -414,7 +414,8 @@ class VLLMBackend:
             output_kind=RequestOutputKind.DELTA,
         )
 
-    async def _run(self, prompt_ids: list[int], request: GenerationRequest, state: _Request) -> None:
+    async def _run(self, prompt_ids: list[int], request: GenerationRequest, state: _Request,
+                   listen: Callable[[int, str], None] | None = None) -> None:
         """Run a request's samples on the engine's loop, recording their outputs into ``state``.
 
         The n samples go in as n engine requests with seeds seed+k, which is exactly how vLLM expands
@@ -425,9 +426,11 @@ class VLLMBackend:
             return
         state.task = asyncio.current_task()
         params = [self.sampling_params(request, len(prompt_ids), k) for k in range(len(state.samples))]
-        await asyncio.gather(*(self._sample(prompt_ids, p, s) for p, s in zip(params, state.samples)))
+        await asyncio.gather(*(self._sample(prompt_ids, p, s, k, listen)
+                               for k, (p, s) in enumerate(zip(params, state.samples))))
 
-    async def _sample(self, prompt_ids: list[int], params, sample: _Sample) -> None:
+    async def _sample(self, prompt_ids: list[int], params, sample: _Sample, index: int = 0,
+                      listen: Callable[[int, str], None] | None = None) -> None:
         from vllm.inputs import TokensPrompt
 
         want_logprobs = params.logprobs is not None
@@ -447,13 +450,18 @@ class VLLMBackend:
                     sample.finish = _FINISH.get(c.finish_reason, "stop")
                     # The stop string or stop token id that ended it (None: end-of-sequence or length).
                     sample.stop_reason = c.stop_reason
+            if listen is not None and sample.finish is None:
+                listen(index, "".join(sample.texts))
 
     async def generate(self, request: GenerationRequest, on_cancel: PartialUsage | None = None) -> Generation:
         if self._closed:
             raise VLLMError("the vllm backend is closed")
         prompt_ids = self.encode(request)
         state = _Request(len(prompt_ids), [_Sample() for _ in range(request.params.n)])
-        future = self._call(self._run(prompt_ids, request, state))
+        listener, loop = TEXT_LISTENER.get(), asyncio.get_running_loop()
+        # The engine runs on its own loop: the caller's listener is called back on the caller's loop.
+        listen = None if listener is None else (lambda k, text: loop.call_soon_threadsafe(listener, k, text))
+        future = self._call(self._run(prompt_ids, request, state, listen))
         try:
             # Shielded: a cancelled caller must not cancel the engine-side task blindly (a task
             # cancelled before its first step runs no cleanup); _cancel does it on the engine's loop.
