@@ -223,6 +223,15 @@ def test_bad_requests_are_openai_errors(server, body, status, param):
     assert err["param"] == param and err["message"] and "\n" not in err["message"]
 
 
+def test_a_taken_port_is_one_line_and_exit_2(server, tmp_path):
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps(REPLIES))
+    done = subprocess.run([sys.executable, "-m", "tts.cli", "serve", "--backend", "scripted", "--model", str(script),
+                           "--port", str(server.port)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and f"--host/--port 127.0.0.1:{server.port}: cannot listen" in done.stderr
+
+
 def test_not_json_and_unknown_paths(server):
     got = httpx.post(server.url + "/v1/chat/completions", content=b"{nope", timeout=10)
     assert got.status_code == 400 and "not valid JSON" in got.json()["error"]["message"]

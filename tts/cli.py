@@ -387,6 +387,13 @@ def serve_command(model, backend, base_url, upstream_api_key, host, port, api_ke
         _fail(f"--backend: unknown {backend!r}; choose from auto, {', '.join(backends.BACKENDS)}")
     if name == "openai" and not base_url:
         _fail("--backend openai needs --base-url, e.g. http://127.0.0.1:8001/v1")
+    import socket
+
+    try:  # before the model loads: a taken port is bad input, said in one line
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        _fail(f"--host/--port {host}:{port}: cannot listen there ({exc.strerror or exc})")
     recipe = None
     if recipe_path is not None:
         try:
