@@ -213,7 +213,10 @@ def main() -> None:
                 if server is not None:
                     server.close()
     if not args.skip_direct:
-        direct = TTSServe("--backend", "vllm", "--model", "embedded")
+        # the upstream server's engine settings (VLLMServer: block size 32, 2048-token context), so the two
+        # vLLM sides differ only by the hop
+        direct = TTSServe("--backend", "vllm", "--model", "embedded", "--engine-option", "block_size=32",
+                          "--engine-option", "max_model_len=2048")
         try:
             asyncio.run(clients(direct.url, problems, args, *tts_side(spec)))  # warm-up, as above
             wall, answers = asyncio.run(clients(direct.url, problems, args, *tts_side(spec)))

@@ -232,6 +232,16 @@ def test_a_taken_port_is_one_line_and_exit_2(server, tmp_path):
     assert done.stderr.count("\n") == 1 and f"--host/--port 127.0.0.1:{server.port}: cannot listen" in done.stderr
 
 
+@pytest.mark.parametrize("option, message", [
+    ("nope", "--engine-option 'nope': write KEY=VALUE"),
+    ("bogus=1", "--backend hf: engine options bogus: "),
+])
+def test_engine_options_are_checked(option, message):
+    done = subprocess.run([sys.executable, "-m", "tts.cli", "serve", "--backend", "hf", "--port", str(free_port()),
+                           "--engine-option", option], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
 def test_not_json_and_unknown_paths(server):
     got = httpx.post(server.url + "/v1/chat/completions", content=b"{nope", timeout=10)
     assert got.status_code == 400 and "not valid JSON" in got.json()["error"]["message"]

@@ -368,9 +368,11 @@ def _build_strategies(names, n, params, values):
               help="The most wall seconds any request may take.")
 @click.option("--max-body-bytes", type=click.IntRange(256, 1 << 30), default=1 << 20, show_default=True,
               help="Request bodies over this size get 413.")
+@click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
+              help="An engine setting, e.g. block_size=32 (vllm) or max_batch_rows=32 (hf); repeatable.")
 def serve_command(model, backend, base_url, upstream_api_key, host, port, api_key, recipe_path,
                   max_concurrent_requests, max_tokens, max_budget_tokens, max_budget_flops, max_budget_seconds,
-                  max_body_bytes) -> None:
+                  max_body_bytes, engine_options) -> None:
     """Serve an OpenAI-compatible API that runs a strategy per request (model "majority@8", or a
     "tts" object in the body). Needs the serve extra: pip install "tts-toolkit[serve]"."""
     import importlib.util
@@ -387,6 +389,17 @@ def serve_command(model, backend, base_url, upstream_api_key, host, port, api_ke
         _fail(f"--backend: unknown {backend!r}; choose from auto, {', '.join(backends.BACKENDS)}")
     if name == "openai" and not base_url:
         _fail("--backend openai needs --base-url, e.g. http://127.0.0.1:8001/v1")
+    engine = {}
+    for item in engine_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--engine-option {item!r}: write KEY=VALUE, e.g. block_size=32")
+        from .recipes import yaml_load
+
+        try:
+            engine[key.strip()] = yaml_load(value) if value.strip() else value
+        except Exception:  # not a YAML scalar: the text itself
+            engine[key.strip()] = value
     import socket
 
     try:  # before the model loads: a taken port is bad input, said in one line
@@ -412,7 +425,7 @@ def serve_command(model, backend, base_url, upstream_api_key, host, port, api_ke
         serve(model, name, host=host, port=port, base_url=base_url, upstream_api_key=upstream_api_key,
               api_key=api_key, recipe=recipe, max_concurrent_requests=max_concurrent_requests,
               max_budget=Budget(generated_tokens=max_budget_tokens, flops=max_budget_flops, seconds=max_budget_seconds),
-              max_tokens=max_tokens, max_body_bytes=max_body_bytes, on_ready=ready)
+              max_tokens=max_tokens, max_body_bytes=max_body_bytes, engine_options=engine, on_ready=ready)
     except RecipeError as exc:
         _fail(f"--config {recipe_path}: {exc}")
     except backends.BackendError as exc:

@@ -83,9 +83,11 @@ def serve(model: str = "embedded", backend: str = "auto", *, host: str = "127.0.
           base_url: str | None = None, upstream_api_key: str | None = None, api_key: str | None = None,
           recipe: dict[str, Any] | None = None, max_concurrent_requests: int = 64,
           max_budget: Budget | None = None, max_tokens: int | None = None,
-          max_body_bytes: int = Limits.max_body_bytes, on_ready=None) -> None:
+          max_body_bytes: int = Limits.max_body_bytes, engine_options: dict[str, Any] | None = None,
+          on_ready=None) -> None:
     """``tts serve`` from Python: load the backend, build the default request, serve until
-    interrupted. ``api_key`` guards this server; ``upstream_api_key`` is the openai backend's key."""
+    interrupted. ``api_key`` guards this server; ``upstream_api_key`` is the openai backend's key;
+    ``engine_options`` go to the backend (``block_size`` for vllm, ``max_batch_rows`` for hf, ...)."""
     from .. import backends
 
     name = backends.default_backend_name() if backend == "auto" else backend
@@ -96,7 +98,11 @@ def serve(model: str = "embedded", backend: str = "auto", *, host: str = "127.0.
         if not base_url:
             raise ValueError("the openai backend needs base_url, e.g. http://127.0.0.1:8000/v1")
         options = {"base_url": base_url, **({"api_key": upstream_api_key} if upstream_api_key else {})}
+    options.update(engine_options or {})
     defaults = server_defaults(model, recipe, max_budget=max_budget or Budget(), max_tokens=max_tokens)
-    engine = backends.create(name, model, **options)
+    try:
+        engine = backends.create(name, model, **options)
+    except TypeError as exc:  # an engine option this backend does not take
+        raise backends.BackendError(f"engine options {', '.join(engine_options or {}) or '-'}: {exc}") from None
     limits = Limits(api_key=api_key, max_concurrent_requests=max_concurrent_requests, max_body_bytes=max_body_bytes)
     run_server(backend=engine, defaults=defaults, host=host, port=port, limits=limits, on_ready=on_ready)
