@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 
 import tts  # noqa: E402
+from tts.backends.vllm_server import free_port  # noqa: E402
 from tts.metrics import wilson_interval  # noqa: E402
 
 TASK = """task: tts_local
@@ -59,12 +59,6 @@ metric_list:
     ignore_punctuation: true
     regexes_to_ignore: [","]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

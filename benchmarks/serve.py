@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ import httpx  # noqa: E402
 
 import tts  # noqa: E402
 from tts.backends import resolve_model  # noqa: E402
-from tts.backends.vllm_server import VLLMServer  # noqa: E402
+from tts.backends.vllm_server import VLLMServer, free_port  # noqa: E402
 from tts.data.grading import extractor_for  # noqa: E402
 from tts.metrics import wilson_interval  # noqa: E402
 from tts.verifiers.answers import same_answer  # noqa: E402
@@ -46,37 +45,8 @@ from tts.verifiers.answers import same_answer  # noqa: E402
 UPSTREAM = ("vllm:request_success_total", "vllm:prompt_tokens_total", "vllm:generation_tokens_total")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def messages(problem) -> list[dict]:
     return [{"role": m.role, "content": m.content} for m in problem.chat()]
-
-
-class TTSServe:
-    def __init__(self, *args: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = subprocess.Popen([sys.executable, "-m", "tts.cli", "serve", "--port", str(self.port),
-                                      "--max-concurrent-requests", "256", *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"tts serve exited: {self.proc.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        sys.exit("tts serve did not start in 10 minutes")
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
 
 
 def vote(problem, texts) -> str | None:
@@ -122,8 +92,9 @@ def one_answer(p, data) -> str | None:
     return vote(p, [data["choices"][0]["message"]["content"]])
 
 
-class Peer:
-    """A peer's server in its own environment (a program to compare with, not a dependency)."""
+class Served:
+    """A server process on a free port ("{port}" in ``cmd``), up once ``ready_path`` answers: a peer in
+    its own environment (a program to compare with, not a dependency) or `tts serve` itself."""
 
     def __init__(self, cmd: list[str], ready_path: str, env: dict | None = None):
         import os
@@ -132,7 +103,7 @@ class Peer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([c.replace("{port}", str(self.port)) for c in cmd], env={**os.environ, **(env or {})},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600  # an engine's first start can take minutes
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 sys.exit(f"{cmd[0]} exited: {self.proc.stderr.read()[-2000:]}")
@@ -146,6 +117,13 @@ class Peer:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
+
+
+def tts_serve(*args: str) -> Served:
+    server = Served([sys.executable, "-m", "tts.cli", "serve", "--port", "{port}", "--max-concurrent-requests", "256",
+                     *args], "/health")
+    server.url += "/v1"
+    return server
 
 
 def main() -> None:
@@ -180,12 +158,12 @@ def main() -> None:
         # side that met them first would pay for them (57 s against 22 s in a first try)
         asyncio.run(clients(upstream.url, problems, args, *plain_side(model_dir, args.n)))
         sides = []
-        proxy = TTSServe("--backend", "openai", "--base-url", upstream.url, "--model", "embedded")
+        proxy = tts_serve("--backend", "openai", "--base-url", upstream.url, "--model", "embedded")
         sides.append(("tts serve majority@N, backend openai", proxy, proxy.url, tts_side(spec)))
         sides.append(("plain client to vllm serve (n per request, client-side vote)", None, upstream.url,
                       plain_side(model_dir, args.n)))
         if Path(args.its_hub_python).exists():
-            iaas = Peer([args.its_hub_python, "-m", "its_hub.integration.iaas.app_server", "--port", "{port}",
+            iaas = Served([args.its_hub_python, "-m", "its_hub.integration.iaas.app_server", "--port", "{port}",
                          "--log-level", "WARNING"], "/v1/models")
             httpx.post(iaas.url + "/configure", timeout=60, json={
                 "endpoint": upstream.url, "api_key": "none", "model": model_dir, "alg": "self-consistency",
@@ -196,7 +174,7 @@ def main() -> None:
                            one_answer)))
         if Path(args.optillm_python).exists():
             # optillm's majority_voting plugin, chosen by the model-name prefix; k samples in one request
-            opt = Peer([args.optillm_python, "-c", "import optillm; optillm.main()", "--base-url", upstream.url,
+            opt = Served([args.optillm_python, "-c", "import optillm; optillm.main()", "--base-url", upstream.url,
                         "--port", "{port}"],
                        "/health", env={"OPENAI_API_KEY": "none"})
             sides.append((f"optillm proxy, majority_voting, k {args.n}", opt, opt.url + "/v1",
@@ -215,7 +193,7 @@ def main() -> None:
     if not args.skip_direct:
         # the upstream server's engine settings (VLLMServer: block size 32, 2048-token context), so the two
         # vLLM sides differ only by the hop
-        direct = TTSServe("--backend", "vllm", "--model", "embedded", "--engine-option", "block_size=32",
+        direct = tts_serve("--backend", "vllm", "--model", "embedded", "--engine-option", "block_size=32",
                           "--engine-option", "max_model_len=2048")
         try:
             asyncio.run(clients(direct.url, problems, args, *tts_side(spec)))  # warm-up, as above

@@ -5,7 +5,6 @@ replies known; one end-to-end test runs the embedded model on the hf backend."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
+from tts.backends.vllm_server import free_port  # noqa: E402
 from tts.budget import Budget  # noqa: E402
 from tts.server import Defaults, RequestError, parse  # noqa: E402
 from tts.server.app import ranked_choices, split_reasoning  # noqa: E402
@@ -36,12 +36,6 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
 #: options a strategy needs at N = 2 on the scripted backend (its defaults assume a larger N)
 AT_TWO = {"deepconf": {"deepconf_warmup": 2}, "revise": {"revisions": 2}, "beam_search": {"expansions": 2}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Served:
@@ -348,6 +342,7 @@ def test_budget_is_capped_by_the_server():
     job = parse({"model": "majority@2", "messages": ASK, "tts": {"budget": {"generated_tokens": 50, "seconds": 2}}},
                 DEFAULTS)
     assert job.budget.generated_tokens == 50 and job.budget.seconds == 2
+    assert parse({"model": "single", "messages": ASK, "tts": {"budget": {"seconds": 0.25}}}, DEFAULTS).budget.seconds == 0.25
     with pytest.raises(RequestError, match="above this server's --max-budget generated_tokens 100"):
         parse({"model": "majority@2", "messages": ASK, "tts": {"budget": {"generated_tokens": 500}}}, DEFAULTS)
 

@@ -74,10 +74,8 @@ async def solve_async(
     question: str | Problem, strategy: Strategy, backend: Backend, *, budget: Budget | None = None, seed: int = 0
 ) -> Trace:
     """Answer one question from inside a running event loop (an agent's tool call)."""
-    if not isinstance(question, (str, Problem)):
-        raise TypeError(f"tts: question must be a string or a tts.Problem, got {type(question).__name__}")
+    problem = _as_problem(question)
     _check_common(strategy, backend, budget, seed)
-    problem = question if isinstance(question, Problem) else Problem(id="question", prompt=question)
     [result] = await run_async([problem], strategy, backend, grade=None, budget=budget, seed=seed)
     return result.trace
 

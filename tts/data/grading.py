@@ -140,6 +140,11 @@ def extractor_for(problem: Problem) -> Extract:
     return ANSWER_EXTRACTORS[_extractor_kind(problem)]
 
 
+def extractor_for_format(prompt_format: str | None) -> Extract:
+    """The answer reader a prompt format names (None: numbers), for text with no problem around it."""
+    return ANSWER_EXTRACTORS[_format_kind(prompt_format)]
+
+
 def vote_key_for(problem: Problem) -> Callable[[str], str] | None:
     """The key under which equivalent answers vote together, or None when the extracted answers are
     already canonical (numbers are normalized by their extractor). Boxed math answers use math-verify's
@@ -156,7 +161,10 @@ def vote_key_for(problem: Problem) -> Callable[[str], str] | None:
 
 
 def _extractor_kind(problem: Problem) -> str:
+    return _format_kind(problem.metadata.get("prompt_format"))
+
+
+def _format_kind(prompt_format: str | None) -> str:
     from .prompts import get
 
-    fmt = problem.metadata.get("prompt_format")
-    return get(fmt).extractor if fmt else "number"
+    return get(prompt_format).extractor if prompt_format else "number"

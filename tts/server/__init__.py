@@ -15,7 +15,8 @@ from typing import Any
 
 from ..budget import Budget
 from .app import Limits, create_app
-from .requests import Defaults, RequestError, parse
+from .errors import RequestError
+from .requests import Defaults, parse
 
 __all__ = ["Defaults", "Limits", "RequestError", "create_app", "parse", "run_server", "serve", "server_defaults"]
 

@@ -25,9 +25,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from ..api import Finished, Progress, Text, solve_stream
 from ..budget import Ledger
+from ..runtime import solve_one
 from ..types import Trace
 from .metrics import Metrics, MeteredBackend
-from .requests import Defaults, Job, RequestError, parse
+from .errors import RequestError
+from .requests import Defaults, Job, parse
 from .tools import parse_tool_calls
 
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: far above any chat request, far below what could hurt the server
@@ -184,14 +186,12 @@ def sse(obj: Any) -> bytes:
 class Server:
     """What the endpoints share: the backend, the server ledger, the counters and the limits."""
 
-    def __init__(self, backend, defaults: Defaults, limits: Limits, strategies: list[str]):
+    def __init__(self, backend, defaults: Defaults, limits: Limits):
         self.metrics = Metrics()
         self.backend = MeteredBackend(backend, self.metrics)
-        self.raw_backend = backend
         self.defaults = defaults
         self.limits = limits
         self.ledger = Ledger()
-        self.strategies = strategies
 
     def progress_chunk(self, job: Job, rid: str, created: int, event: Progress | None) -> dict:
         obj = "chat.completion.chunk" if job.kind == "chat" else "text_completion"
@@ -262,7 +262,7 @@ class Server:
             raise
         except Exception as exc:  # an engine failure mid-stream: say so in the stream, one line
             status = 502
-            yield sse(error_body(engine_error(exc)))
+            yield sse(engine_error(exc).body())
             yield b"data: [DONE]\n\n"
         finally:
             self.metrics.active -= 1
@@ -281,14 +281,9 @@ class Server:
 
     async def solve(self, job: Job, disconnected) -> Trace:
         """Solve, cancelling the strategy (and its engine requests) as soon as the client is gone."""
-        async def run() -> Trace:
-            async for event in solve_stream(job.problem, job.strategy, self.backend, seed=job.seed,
-                                            ledger=self.ledger.child(job.budget), extract=job.extract):
-                if isinstance(event, Finished):
-                    return event.trace
-            raise RuntimeError("the strategy ended without a trace")
-
-        task = asyncio.ensure_future(run())
+        # no progress events to send, so none are made (solve_stream would read every sample's answer)
+        task = asyncio.ensure_future(solve_one(job.problem, job.strategy, self.backend,
+                                               self.ledger.child(job.budget), job.seed))
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=0.1)
@@ -309,16 +304,12 @@ def engine_error(exc: BaseException) -> RequestError:
     return RequestError(f"the engine failed: {first}", None, 502, "engine_error")
 
 
-def error_body(err: RequestError) -> dict:
-    return err.body()
-
-
 def create_app(backend, defaults: Defaults, limits: Limits | None = None):
     """The FastAPI application serving ``backend``."""
     from ..strategies import STRATEGIES
 
     limits = limits or Limits()
-    server = Server(backend, defaults, limits, list(STRATEGIES))
+    server = Server(backend, defaults, limits)
     app = FastAPI(title="tts serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
 

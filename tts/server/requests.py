@@ -13,15 +13,18 @@ that wrap whichever strategy runs, exactly as the command line's flags do.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from ..budget import UNITS, Budget
+from ..data.grading import extractor_for_format
 from ..options import MAX_TEMPERATURE, MAX_TOKENS, OptionError
 from ..types import Message, Problem, SamplingParams
-from .tools import ToolError, ToolVote, check_tools, parse_tool_vote, text_answer, tools_prompt, vote_key
+from .errors import RequestError, bounded_list
+from .tools import ToolVote, check_tools, parse_tool_vote, text_answer, tools_prompt, vote_key
 
 #: `tts` object keys that are not strategy options
 TTS_KEYS = ("strategy", "n", "budget", "return_trace", "tool_vote", "answer", "seed")
@@ -30,18 +33,6 @@ ANSWER_FORMATS = {"number": "default", "boxed": "math", "expression": "game24", 
 ROLE_ALIASES = {"developer": "system"}
 MAX_MESSAGES = 1024
 MAX_CHOICES = 16
-
-
-class RequestError(ValueError):
-    """What is wrong with a request, as the OpenAI error object says it."""
-
-    def __init__(self, message: str, param: str | None = None, status: int = 400,
-                 kind: str = "invalid_request_error", code: str | None = None):
-        super().__init__(message)
-        self.message, self.param, self.status, self.kind, self.code = message, param, status, kind, code
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
 @dataclass(frozen=True)
@@ -111,10 +102,7 @@ def _content(value: Any, where: str) -> str:
 
 
 def _messages(value: Any) -> tuple[Message, ...]:
-    if not isinstance(value, list) or not value:
-        raise RequestError("messages must be a non-empty list of {role, content}", "messages")
-    if len(value) > MAX_MESSAGES:
-        raise RequestError(f"messages: at most {MAX_MESSAGES}, got {len(value)}", "messages")
+    bounded_list(value, "messages", MAX_MESSAGES, "{role, content}")
     out = []
     for i, m in enumerate(value):
         where = f"messages[{i}]"
@@ -124,8 +112,6 @@ def _messages(value: Any) -> tuple[Message, ...]:
         role = ROLE_ALIASES.get(role, role)
         content = _content(m.get("content"), f"{where}.content")
         if role == "assistant" and m.get("tool_calls"):
-            import json
-
             content += "".join(f"\n<tool_call>\n{json.dumps(c.get('function', c), ensure_ascii=False)}\n</tool_call>"
                                for c in m["tool_calls"] if isinstance(c, dict))
         if role == "tool":  # a tool's result goes back to the model as a user turn (see tools.py)
@@ -148,7 +134,8 @@ def _budget(value: Any, cap: Budget) -> Budget:
                 raise RequestError(f"tts.budget: unknown unit {key!r:.40}; choose from {', '.join(UNITS)}",
                                    f"tts.budget.{key}"[:80])
             integer = key not in ("flops", "seconds")
-            asked[key] = _number(value, key, 1, 1e30, integer=integer, where="tts.budget.")
+            low = 0.001 if key == "seconds" else 1  # a budget of half a second is a real budget
+            asked[key] = _number(value, key, low, 1e30, integer=integer, where="tts.budget.")
     for key in UNITS:
         limit = getattr(cap, key)
         if limit is None:
@@ -274,17 +261,14 @@ def parse(body: Any, defaults: Defaults, kind: str = "chat") -> Job:
         raise RequestError(f"tts.answer must be one of {', '.join(ANSWER_FORMATS)}, got {answer!r:.40}", "tts.answer")
     tools: tuple[dict, ...] = ()
     extract = None
-    try:
-        if body.get("tools") is not None and body.get("tool_choice") != "none":
-            tools = tuple(check_tools(body["tools"]))
-            vote: ToolVote = parse_tool_vote(extra.get("tool_vote"))
-            calls = vote_key({t["function"]["name"] for t in tools}, vote)
-            plain = text_answer if answer == "text" else _format_reader(answer)
-            extract = lambda text: calls(text) or plain(text)  # noqa: E731  (a call, else the reply)
-        elif "tool_vote" in extra:
-            parse_tool_vote(extra["tool_vote"])  # still checked, so a typo is not silently ignored
-    except ToolError as exc:
-        raise RequestError(str(exc), exc.param) from None
+    if body.get("tools") is not None and body.get("tool_choice") != "none":
+        tools = tuple(check_tools(body["tools"]))
+        vote: ToolVote = parse_tool_vote(extra.get("tool_vote"))
+        calls = vote_key({t["function"]["name"] for t in tools}, vote)
+        plain = text_answer if answer == "text" else extractor_for_format(ANSWER_FORMATS[answer])
+        extract = lambda text: calls(text) or plain(text)  # noqa: E731  (a call, else the reply)
+    elif "tool_vote" in extra:
+        parse_tool_vote(extra["tool_vote"])  # still checked, so a typo is not silently ignored
     if answer == "text" and extract is None:
         extract = text_answer
     if tools:
@@ -307,10 +291,3 @@ def parse(body: Any, defaults: Defaults, kind: str = "chat") -> Job:
     budget = _budget(extra.get("budget"), defaults.max_budget)
     return Job(kind, str(body.get("model")), problem, strategy, label, budget, seed, stream, include_usage, choices,
                _flag(extra, "return_trace", "tts."), tools, extract)
-
-
-def _format_reader(answer: str) -> Callable[[str], str | None]:
-    from ..data.grading import ANSWER_EXTRACTORS
-    from ..data.prompts import get
-
-    return ANSWER_EXTRACTORS[get(ANSWER_FORMATS[answer]).extractor]

@@ -20,17 +20,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from .errors import RequestError, bounded_list
+
 TOOL_VOTES = ("name", "name_arguments")
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 MAX_TOOLS = 128
-
-
-class ToolError(ValueError):
-    """A malformed ``tools`` or ``tool_vote`` field; the message names the field."""
-
-    def __init__(self, message: str, param: str):
-        super().__init__(message)
-        self.param = param
 
 
 @dataclass(frozen=True)
@@ -53,22 +47,19 @@ class ToolVote:
 
 def check_tools(tools: Any) -> list[dict]:
     """The request's ``tools`` as OpenAI function tools, each with a name; anything else is an error."""
-    if not isinstance(tools, list) or not tools:
-        raise ToolError("tools must be a non-empty list of {type: function, function: {name, ...}}", "tools")
-    if len(tools) > MAX_TOOLS:
-        raise ToolError(f"tools: at most {MAX_TOOLS} tools, got {len(tools)}", "tools")
+    bounded_list(tools, "tools", MAX_TOOLS, "{type: function, function: {name, ...}}")
     out = []
     for i, tool in enumerate(tools):
         fn = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(fn, dict):
-            raise ToolError(f"tools[{i}] must be {{type: function, function: {{name, description, parameters}}}}",
+            raise RequestError(f"tools[{i}] must be {{type: function, function: {{name, description, parameters}}}}",
                             f"tools[{i}]")
         name = fn.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise ToolError(f"tools[{i}].function.name must be a non-empty string", f"tools[{i}].function.name")
+            raise RequestError(f"tools[{i}].function.name must be a non-empty string", f"tools[{i}].function.name")
         params = fn.get("parameters", {})
         if not isinstance(params, dict):
-            raise ToolError(f"tools[{i}].function.parameters must be a JSON schema object",
+            raise RequestError(f"tools[{i}].function.parameters must be a JSON schema object",
                             f"tools[{i}].function.parameters")
         out.append({"type": "function", "function": {"name": name, "description": str(fn.get("description", "")),
                                                      "parameters": params}})
@@ -83,7 +74,7 @@ def parse_tool_vote(value: Any) -> ToolVote:
     if isinstance(value, dict) and set(value) == {"ignore"} and isinstance(value["ignore"], list) \
             and all(isinstance(k, str) for k in value["ignore"]):
         return ToolVote("name_arguments", frozenset(value["ignore"]))
-    raise ToolError(f"tts.tool_vote must be one of {', '.join(TOOL_VOTES)} or {{\"ignore\": [argument names]}}, "
+    raise RequestError(f"tts.tool_vote must be one of {', '.join(TOOL_VOTES)} or {{\"ignore\": [argument names]}}, "
                     f"got {value!r:.80}", "tts.tool_vote")
 
 
