@@ -16,6 +16,7 @@ from . import backends, data  # noqa: E402
 from .api import Finished, Progress, Text, run, solve, solve_async, solve_stream  # noqa: E402
 from .budget import Budget, BudgetExhausted, Ledger  # noqa: E402
 from .runtime import Generator, Result, Strategy  # noqa: E402
+from .scale import RayExecutor  # noqa: E402  (Ray itself is imported only when a run starts)
 from .strategies import BestOfN, Majority, Single  # noqa: E402
 from .types import Candidate, Completion, Message, Problem, SamplingParams, Trace  # noqa: E402
 from .verifiers.confidence import ConfidenceVerifier  # noqa: E402
@@ -33,6 +34,6 @@ def serve(model: str = "embedded", backend: str = "auto", **options):
 
 __all__ = [
     "BestOfN", "Budget", "BudgetExhausted", "Candidate", "Completion", "ConfidenceVerifier", "Generator",
-    "Ledger", "Majority", "Message", "Problem", "Result", "SamplingParams", "Single", "Strategy", "Trace",
+    "Ledger", "Majority", "Message", "Problem", "RayExecutor", "Result", "SamplingParams", "Single", "Strategy", "Trace",
     "Finished", "Progress", "Text", "backends", "data", "run", "serve", "solve", "solve_async", "solve_stream",
 ]

@@ -21,9 +21,9 @@ def _check(name: str, value, kind, what: str) -> None:
         raise TypeError(f"tts: {name} must be {what}, got {type(value).__name__} {value!r:.60}")
 
 
-def _check_common(strategy, backend, budget, seed) -> None:
+def _check_common(strategy, backend, budget, seed, need_backend: bool = True) -> None:
     _check("strategy", strategy, Strategy, "a strategy object such as tts.Majority(n=8) (not a name)")
-    for method in ("generate", "count_prompt_tokens"):
+    for method in ("generate", "count_prompt_tokens") if need_backend else ():
         if not callable(getattr(backend, method, None)):
             raise TypeError(f"tts: backend must be a backend object such as tts.backends.create('hf') (not a name), "
                             f"got {type(backend).__name__} {backend!r:.60}")
@@ -46,17 +46,29 @@ def _problems(problems) -> list[Problem]:
 def run(
     problems: Iterable[Problem],
     strategy: Strategy,
-    backend: Backend,
+    backend: Backend | None = None,
     *,
     budget: Budget | None = None,
     run_budget: Budget | None = None,
     grade: Grade | None = same_answer,
     concurrency: int = 32,
     seed: int = 0,
+    executor=None,
 ) -> list[Result]:
-    """Solve problems with a strategy (blocking). ``budget`` caps each problem, ``run_budget`` all of them."""
+    """Solve problems with a strategy (blocking). ``budget`` caps each problem, ``run_budget`` all of them.
+    ``executor`` (a :class:`tts.RayExecutor`) spreads the problems over its replicas, each with its own
+    engine, instead of ``backend`` in this process; ``concurrency`` is then per replica."""
     problems = _problems(problems)
-    _check_common(strategy, backend, budget, seed)
+    if executor is not None:
+        if backend is not None:
+            raise TypeError("tts: give a backend or an executor, not both (the executor's replicas build their own engines)")
+        if not callable(getattr(executor, "run_async", None)):
+            raise TypeError(f"tts: executor must be an executor such as tts.RayExecutor(...), got {type(executor).__name__}")
+        _check_common(strategy, None, budget, seed, need_backend=False)
+    else:
+        if backend is None:
+            raise TypeError("tts: run needs a backend, e.g. tts.backends.create('hf'), or an executor")
+        _check_common(strategy, backend, budget, seed)
     if run_budget is not None:
         _check("run_budget", run_budget, Budget, "a tts.Budget or None")
     _check("concurrency", concurrency, int, "a positive integer")
@@ -64,6 +76,9 @@ def run(
         raise ValueError(f"tts: concurrency must be a positive integer, got {concurrency}")
     _not_in_running_loop("run", "use `await tts.runtime.run_async(problems, strategy, backend, ...)` there")
     ledger = Ledger(budget=run_budget or Budget())
+    if executor is not None:
+        return asyncio.run(executor.run_async(problems, strategy, grade=grade, budget=budget, run_ledger=ledger,
+                                              concurrency=concurrency, seed=seed))
     return asyncio.run(
         run_async(problems, strategy, backend, grade=grade, budget=budget, run_ledger=ledger,
                   concurrency=concurrency, seed=seed)

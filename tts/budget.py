@@ -17,7 +17,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from .types import SamplingParams
 
@@ -130,6 +130,19 @@ class Reservation:
     flops: float
     settled: bool = False
     calls: int = 1
+
+
+@dataclass
+class Lease:
+    """A share of a ledger reserved for work elsewhere (:meth:`Ledger.lease`): ``budget`` is what the
+    work may spend; the other fields are what was reserved for it in the leasing ledger."""
+
+    budget: Budget
+    generated_tokens: int = 0
+    total_tokens: int = 0
+    flops: float = 0.0
+    engine_calls: int = 0
+    ended: bool = False
 
 
 @dataclass
@@ -317,6 +330,69 @@ class Ledger:
             node.verifier_tokens += tokens
             node.flops += flops
             node.engine_calls += calls
+
+    # --- leases (a share of this ledger handed to work that runs elsewhere) -------------------------
+    def lease(self, ways: int) -> "Lease":
+        """Reserve a ``1/ways`` share of what this ledger and its parents have neither spent nor
+        reserved, for one problem solved in another process (a Ray replica), which gets the share as
+        its own :class:`Budget` (``Lease.budget``). Every limited unit is shared (integers at least 1,
+        never more than is left); seconds are not divided: the work may take what is left of the run's
+        wall time. Because each share is at most what is left, no sum of leases can pass a limit.
+        Raises BudgetExhausted when some limited unit has nothing left. Unlimited ledgers lease
+        nothing (``Lease.budget`` is an unlimited Budget)."""
+        if ways < 1:
+            raise ValueError(f"ways must be at least 1, got {ways}")
+        left: dict[str, float] = {}
+        for node in self._chain():
+            b = node.budget
+            units = {
+                "generated_tokens": None if b.generated_tokens is None
+                else b.generated_tokens - node.generated_tokens - node._reserved_generated,
+                "total_tokens": None if b.total_tokens is None else b.total_tokens - node.total_tokens - node._reserved_total,
+                "flops": None if b.flops is None else b.flops - node.flops - node._reserved_flops,
+                "engine_calls": None if b.engine_calls is None
+                else b.engine_calls - node.engine_calls - node._reserved_calls,
+                "seconds": None if b.seconds is None else b.seconds - node.wall_seconds,
+            }
+            for unit, value in units.items():
+                if value is not None:
+                    left[unit] = min(left.get(unit, math.inf), value)
+        share: dict[str, float] = {}
+        for unit, value in left.items():
+            whole = unit in ("generated_tokens", "total_tokens", "engine_calls")
+            if value < 1 if whole else value <= 0:
+                limit = min(getattr(n.budget, unit) for n in self._chain() if getattr(n.budget, unit) is not None)
+                raise BudgetExhausted(unit, limit, limit - max(value, 0))
+            share[unit] = value if unit == "seconds" else (max(1, int(value // ways)) if whole else value / ways)
+        lease = Lease(Budget(**share), int(share.get("generated_tokens", 0)), int(share.get("total_tokens", 0)),
+                      float(share.get("flops", 0.0)), int(share.get("engine_calls", 0)))
+        for node in self._chain():
+            node._reserved_generated += lease.generated_tokens
+            node._reserved_total += lease.total_tokens
+            node._reserved_flops += lease.flops
+            node._reserved_calls += lease.engine_calls
+        return lease
+
+    def end_lease(self, lease: "Lease", spent: Mapping[str, float]) -> None:
+        """Release a lease and charge what the work reported it spent (a ledger snapshot). A lease
+        whose work was lost with its process is never ended: what it may have spent stays reserved,
+        so the limit still holds, and nothing unknown is reported as spent."""
+        if lease.ended:
+            raise RuntimeError("lease ended twice")
+        lease.ended = True
+        for node in self._chain():
+            node._reserved_generated -= lease.generated_tokens
+            node._reserved_total -= lease.total_tokens
+            node._reserved_flops -= lease.flops
+            node._reserved_calls -= lease.engine_calls
+            node.generated_tokens += int(spent.get("generated_tokens", 0))
+            node.prompt_tokens += int(spent.get("prompt_tokens", 0))
+            node.cached_prompt_tokens += int(spent.get("cached_prompt_tokens", 0))
+            node.verifier_tokens += int(spent.get("verifier_tokens", 0))
+            node.engine_calls += int(spent.get("engine_calls", 0))
+            node.flops += float(spent.get("flops", 0.0))
+            node.thinking_tokens += int(spent.get("thinking_tokens", 0))
+            node.answer_tokens += int(spent.get("answer_tokens", 0))
 
     def record_thinking(self, thinking: int, answer: int) -> None:
         """Note how many already-charged generated tokens were thinking and how many answer, here and

@@ -26,6 +26,7 @@ EXIT_USAGE = 2
 MAX_PROBLEMS = 1_000_000
 MAX_BUDGET_TOKENS = 10**12
 MAX_CONCURRENCY = 4096
+MAX_REPLICAS = 4096
 DEFAULT_STRATEGIES = "single,majority"
 
 
@@ -202,7 +203,7 @@ def strategy_flags(command):
 @click.option("--run-budget-tokens", type=click.IntRange(1, MAX_BUDGET_TOKENS), default=None,
               help="Hard cap on generated tokens for the whole run.")
 @click.option("--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), default=32, show_default=True,
-              help="Problems in flight at once (their requests are batched together).")
+              help="Problems in flight at once (their requests are batched together); with --ray, per replica.")
 @strategy_flags
 @click.option("--base-url", default=None, help="openai backend: server URL, e.g. http://127.0.0.1:8000/v1")
 @click.option("--api-key", default=None, envvar="TTS_API_KEY", help="openai backend: API key (or $TTS_API_KEY).")
@@ -211,8 +212,18 @@ def strategy_flags(command):
               help="A recipe (recipes/*.yaml) of these options; options given here override it.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Results JSONL; rerunning with the same options resumes it. Default: runs/<dataset>-<hash>.jsonl")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Spread the problems over Ray replicas, one engine each: --ray alone starts a local cluster for "
+                   "the run, --ray auto joins the running one, --ray ray://HOST:PORT a remote one. Needs the ray extra.")
+@click.option("--replicas", type=click.IntRange(1, MAX_REPLICAS), default=2, show_default=True,
+              help="With --ray: engine replicas (Ray actors); --concurrency is then per replica.")
+@click.option("--cpus-per-replica", type=Finite(min=0, max=1024), default=1.0, show_default=True,
+              help="With --ray: CPUs each replica reserves.")
+@click.option("--gpus-per-replica", type=Finite(min=0, max=1024), default=0.0, show_default=True,
+              help="With --ray: GPUs each replica reserves (vllm runs tensor parallel over more than one).")
 def run_command(model, backend, dataset, data_path, split, question_field, answer_field, id_field, prompt_format, limit, strategies, n, temperature, top_p, max_tokens, seed,
-                budget_tokens, run_budget_tokens, concurrency, base_url, api_key, out, **strategy_options) -> None:
+                budget_tokens, run_budget_tokens, concurrency, base_url, api_key, out, ray_address, replicas,
+                cpus_per_replica, gpus_per_replica, **strategy_options) -> None:
     """Run strategies on a dataset and print accuracy against compute.
 
     With no options: the embedded SmolLM2-135M-Instruct on 100 single-digit additions, one sample per
@@ -275,6 +286,7 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
         console.print(f"resuming {out}: {resumed} results already there")
 
     walls: dict[str, float] = {}
+    errors = 0
     if any(todo.values()):
         engine_options = {}
         if backend_name == "openai":
@@ -282,7 +294,11 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
                 _fail("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
             engine_options = {"base_url": base_url, **({"api_key": api_key} if api_key else {})}
         try:
-            engine = backends.create(backend_name, model, **engine_options)
+            if ray_address is not None:
+                engine = _ray_executor(ray_address, backend_name, model, engine_options, replicas,
+                                       cpus_per_replica, gpus_per_replica)
+            else:
+                engine = backends.create(backend_name, model, **engine_options)
         except backends.BackendError as exc:
             _fail(str(exc))
         run_info = {"seed": seed, "model": model, "backend": backend_name, "dataset": dataset,
@@ -293,22 +309,38 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
         try:
             for strategy in chosen:
                 if todo[strategy.name]:
-                    walls[strategy.name] = _run_one(strategy, todo[strategy.name], engine, writer,
-                                                    hashes[strategy.name], run_info, per_problem, run_ledger,
-                                                    concurrency, seed)
+                    walls[strategy.name], failed = _run_one(strategy, todo[strategy.name], engine, writer,
+                                                            hashes[strategy.name], run_info, per_problem, run_ledger,
+                                                            concurrency, seed)
+                    errors += failed
         except backends.BackendError as exc:  # e.g. a scripted reply file with no reply for a prompt
             _fail(f"--backend {backend_name}: {exc} (the results so far are kept in {out})")
         except EngineError as exc:  # the engine died mid-run: not bad input, so exit 1, still one line
             raise click.ClickException(f"--backend {backend_name}: {exc}; the results so far are kept in {out}, "
                                        "and rerunning the same command resumes them") from None
+        except ValueError as exc:  # ScaleError: the cluster cannot hold the replicas, or cannot be reached
+            from .scale import ScaleError
+
+            if not isinstance(exc, ScaleError):
+                raise
+            _fail(str(exc))
         finally:
-            asyncio.run(engine.aclose())
+            if ray_address is not None:
+                replica_stats = engine.stats
+                engine.close()
+            else:
+                asyncio.run(engine.aclose())
 
     ids = {p.id for p in problems}
     records = [r for r in writer.records_for(names) if r["id"] in ids]
     writer.close()
     _print_summary(console, records, names, walls)
+    if ray_address is not None and walls:
+        _print_replicas(console, replica_stats, sum(walls.values()))
     console.print(f"results: {out}")
+    if errors:
+        raise click.ClickException(f"{errors} problem(s) kept failing and were recorded as errors (info.error in "
+                                   f"{out}); every other problem has its result")
 
 
 def _build_strategies(names, n, params, values):
@@ -458,7 +490,40 @@ def _register_report() -> None:
     cli.add_command(report_command)
 
 
-def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_ledger, concurrency, seed) -> float:
+def _ray_executor(address, backend_name, model, engine_options, replicas, cpus, gpus):
+    """The replicas' executor, its cluster joined and checked before any model loads; the model is
+    checked here too (each replica loads it itself), so a wrong --model is one line, as without Ray."""
+    from . import backends
+    from .scale import RayExecutor, ScaleError
+
+    if backend_name in ("hf", "vllm"):
+        backends.resolve_model(model)
+    elif backend_name == "scripted" and not Path(model).is_file():
+        raise backends.BackendError(f"the scripted backend needs --model to be a JSON script file, got {model!r}")
+    try:
+        executor = RayExecutor(backend_name, model, replicas=replicas, cpus_per_replica=cpus, gpus_per_replica=gpus,
+                               address=None if address == "local" else address, engine_options=engine_options)
+        executor.start()
+    except ScaleError as exc:
+        _fail(str(exc))
+    return executor
+
+
+def _print_replicas(console, stats, seconds: float) -> None:
+    from rich.table import Table
+
+    table = Table(title="replicas")
+    for column in ("replica", "problems", "gen tokens", "tok/s", "restarts", "lost or failed tries"):
+        table.add_column(column, justify="right")
+    for s in stats:
+        table.add_row(str(s.slot), str(s.problems), f"{s.generated_tokens:,}",
+                      f"{s.generated_tokens / max(seconds, 1e-9):.0f}", str(s.restarts), str(s.failures))
+    console.print(table)
+
+
+def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_ledger, concurrency, seed) -> tuple[float, int]:
+    """One strategy over its problems, each result written as it ends; ``engine`` is a backend or a
+    RayExecutor. The wall seconds taken, and how many problems ended as errors (replicated runs only)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from .results import result_record
@@ -476,8 +541,11 @@ def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_le
     ) as progress:
         task = progress.add_task(strategy.name, total=len(problems), rate="0")
 
+        errors = 0
+
         async def on_result(result) -> None:
-            nonlocal tokens
+            nonlocal tokens, errors
+            errors += "error" in result.trace.info
             # Vote keys of boxed math answers cost a math-verify parse each: off the event loop.
             record = await asyncio.to_thread(result_record, result, config_hash=chash, run_info=run_info,
                                              vote_key=vote_key_for(result.problem))
@@ -486,13 +554,17 @@ def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_le
             rate = tokens / max(time.perf_counter() - started, 1e-9)
             progress.update(task, advance=1, rate=f"{rate:.0f}")
 
+        settings = dict(grader=Grader(default=same_answer), budget=budget, run_ledger=run_ledger,
+                        concurrency=concurrency, seed=seed, on_result=on_result)
         try:
-            asyncio.run(run_async(problems, strategy, engine, grader=Grader(default=same_answer), budget=budget,
-                                  run_ledger=run_ledger, concurrency=concurrency, seed=seed, on_result=on_result))
+            if callable(getattr(engine, "run_async", None)):  # replicas, each with its own engine
+                asyncio.run(engine.run_async(problems, strategy, **settings))
+            else:
+                asyncio.run(run_async(problems, strategy, engine, **settings))
         except BaseException:
             progress.remove_task(task)  # a failed run ends in its one error line, not a half-drawn bar
             raise
-    return time.perf_counter() - started
+    return time.perf_counter() - started, errors
 
 
 def _print_summary(console, records, names, walls) -> None:
