@@ -106,13 +106,6 @@ async def dispatch(
             if asyncio.iscoroutine(maybe):
                 await maybe
 
-    def pick(slot: int) -> _Job:
-        for job in queue:  # a problem that failed on this slot goes elsewhere when it can
-            if job.avoid != slot:
-                queue.remove(job)
-                return job
-        return queue.popleft()
-
     def free_slots() -> list[int]:
         open_ = [s for s in range(pool.size) if stats[s].alive and load[s] < concurrency]
         return sorted(open_, key=lambda s: load[s])  # the least loaded first: problems spread evenly
@@ -134,7 +127,9 @@ async def dispatch(
                 slots = free_slots()
                 if not slots:
                     break
-                slot = slots[0]
+                job = queue[0]
+                # a problem that failed on a slot goes to another one when another has room
+                slot = next((s for s in slots if s != job.avoid), slots[0])
                 try:
                     lease = run_ledger.lease(max(1, min(len(queue), sum(concurrency - load[s] for s in slots))))
                 except BudgetExhausted as exc:
@@ -144,7 +139,7 @@ async def dispatch(
                         job = queue.popleft()
                         await finish(job, stopped_trace(job.problem, strategy, {"budget_stop": str(exc)}))
                     break
-                job = pick(slot)
+                queue.popleft()
                 load[slot] += 1
                 task = asyncio.ensure_future(pool.solve(slot, job.problem.public(), lease.budget))
                 inflight[task] = (slot, generation[slot], job, lease)

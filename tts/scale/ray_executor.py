@@ -72,8 +72,9 @@ class RayExecutor:
 
     # --- cluster ---------------------------------------------------------------------------------
     def start(self) -> None:
-        """Join or start the cluster and check it can hold the replicas (no actor waits for ever for
-        resources that do not exist). Called by the first run; call it first to fail early."""
+        """Join or start the cluster, check it can hold the replicas (no actor waits for ever for
+        resources that do not exist) and start them. Called by the first run; call it first to fail
+        early and to load the engines while other work goes on."""
         if self._actor_class is not None:
             return
         try:
@@ -91,6 +92,7 @@ class RayExecutor:
                                _node_ip_address="127.0.0.1",
                                object_store_memory=int(os.environ.get("TTS_RAY_OBJECT_STORE_BYTES", 256 << 20)))
             options.update(self.init_options)
+            _check_reachable(address)
             try:
                 ray.init(address=address, **options)
             except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -103,15 +105,19 @@ class RayExecutor:
                 raise ScaleError(f"{self.replicas} replicas of {per:g} {unit} each need {need:g} {unit}s; the cluster has "
                                  f"{have.get(unit, 0):g} (lower --replicas or --{unit.lower()}s-per-replica)")
         self._actor_class = ray.remote(Replica)
+        # the replicas start loading their engines now, while the driver reads data and files
+        self.actors = [self._new_actor() for _ in range(self.replicas)]
 
     def _new_actor(self):
         return self._actor_class.options(num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=0,
                                          max_concurrency=1000).remote(self.make_backend)
 
     def pids(self) -> list[int | None]:
-        """The process id of each slot's actor (for tests and operators; None for an empty slot)."""
+        """The process id of each slot's actor (for tests and operators; None for an empty slot);
+        starts the replicas first if they are not running."""
         import ray
 
+        self.start()
         out = []
         for actor in self.actors:
             try:
@@ -203,9 +209,34 @@ class _RayPool:
             raise ReplicaLost(_first_line(exc)) from None
 
 
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) that nothing answers on is one line at once; Ray itself
+    retries such an address for minutes."""
+    if address in ("local", "auto"):
+        return
+    import socket
+
+    hostport = address.split("://", 1)[-1].split("/", 1)[0]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ScaleError(f"--ray {address!r}: give auto, ray://HOST:PORT or HOST:PORT (the head node's GCS port, 6379 by default)")
+    if int(port) > 65535:
+        raise ScaleError(f"--ray {address!r}: port {port} is not a TCP port (1-65535)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:  # refused, no such host, or a name no resolver takes (UnicodeError)
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ScaleError(f"--ray {address!r}: nothing answers at {host!r} port {port} ({why}); start the head "
+                         "with `ray start --head` or give auto for the cluster this machine belongs to") from None
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    for line in text.splitlines():
-        if line.strip():
-            return f"{type(exc).__name__}: {line.strip()}"[:500]
-    return type(exc).__name__
+    """One line for a lost replica: the error its engine raised when there is one (Ray puts the
+    creation task's traceback in the message, its last line the exception), else Ray's first line."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "creation task" in text and lines and re.match(r"^[\w.]+(Error|Exception|Exit|Interrupt)\b", lines[-1]):
+        return f"its engine failed to start: {lines[-1]}"[:500]
+    return f"{type(exc).__name__}: {lines[0]}"[:500] if lines else type(exc).__name__
