@@ -212,7 +212,7 @@ def strategy_flags(command):
               help="A recipe (recipes/*.yaml) of these options; options given here override it.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Results JSONL; rerunning with the same options resumes it. Default: runs/<dataset>-<hash>.jsonl")
-@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+@click.option("--ray", "ray", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Spread the problems over Ray replicas, one engine each: --ray alone starts a local cluster for "
                    "the run, --ray auto joins the running one, --ray ray://HOST:PORT a remote one. Needs the ray extra.")
 @click.option("--replicas", type=click.IntRange(1, MAX_REPLICAS), default=2, show_default=True,
@@ -221,9 +221,12 @@ def strategy_flags(command):
               help="With --ray: CPUs each replica reserves.")
 @click.option("--gpus-per-replica", type=Finite(min=0, max=1024), default=0.0, show_default=True,
               help="With --ray: GPUs each replica reserves (vllm runs tensor parallel over more than one).")
+@click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
+              help="An engine setting, e.g. gpu_memory_utilization=0.45 or block_size=32 (vllm), max_batch_rows=32 "
+                   "(hf); repeatable. Engine settings do not enter the results' configuration hash.")
 def run_command(model, backend, dataset, data_path, split, question_field, answer_field, id_field, prompt_format, limit, strategies, n, temperature, top_p, max_tokens, seed,
-                budget_tokens, run_budget_tokens, concurrency, base_url, api_key, out, ray_address, replicas,
-                cpus_per_replica, gpus_per_replica, **strategy_options) -> None:
+                budget_tokens, run_budget_tokens, concurrency, base_url, api_key, out, ray, replicas,
+                cpus_per_replica, gpus_per_replica, engine_options, **strategy_options) -> None:
     """Run strategies on a dataset and print accuracy against compute.
 
     With no options: the embedded SmolLM2-135M-Instruct on 100 single-digit additions, one sample per
@@ -288,14 +291,15 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     walls: dict[str, float] = {}
     errors = 0
     if any(todo.values()):
-        engine_options = {}
+        engine_options = _engine_options(engine_options)
         if backend_name == "openai":
             if not base_url:
                 _fail("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
-            engine_options = {"base_url": base_url, **({"api_key": api_key} if api_key else {})}
+            engine_options.update(base_url=base_url, **({"api_key": api_key} if api_key else {}))
         try:
-            if ray_address is not None:
-                engine = _ray_executor(ray_address, backend_name, model, engine_options, replicas,
+            backends.check_engine_options(backend_name, engine_options)
+            if ray is not None:
+                engine = _ray_executor(ray, backend_name, model, engine_options, replicas,
                                        cpus_per_replica, gpus_per_replica)
             else:
                 engine = backends.create(backend_name, model, **engine_options)
@@ -325,7 +329,7 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
                 raise
             _fail(str(exc))
         finally:
-            if ray_address is not None:
+            if ray is not None:
                 replica_stats = engine.stats
                 engine.close()
             else:
@@ -335,7 +339,7 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     records = [r for r in writer.records_for(names) if r["id"] in ids]
     writer.close()
     _print_summary(console, records, names, walls)
-    if ray_address is not None and walls:
+    if ray is not None and walls:
         _print_replicas(console, replica_stats, sum(walls.values()))
     console.print(f"results: {out}")
     if errors:
@@ -421,17 +425,7 @@ def serve_command(model, backend, base_url, upstream_api_key, host, port, api_ke
         _fail(f"--backend: unknown {backend!r}; choose from auto, {', '.join(backends.BACKENDS)}")
     if name == "openai" and not base_url:
         _fail("--backend openai needs --base-url, e.g. http://127.0.0.1:8001/v1")
-    engine = {}
-    for item in engine_options:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            _fail(f"--engine-option {item!r}: write KEY=VALUE, e.g. block_size=32")
-        from .recipes import yaml_load
-
-        try:
-            engine[key.strip()] = yaml_load(value) if value.strip() else value
-        except Exception:  # not a YAML scalar: the text itself
-            engine[key.strip()] = value
+    engine = _engine_options(engine_options)
     import socket
 
     try:  # before the model loads: a taken port is bad input, said in one line
@@ -488,6 +482,23 @@ def _register_report() -> None:
     from .report import report_command
 
     cli.add_command(report_command)
+
+
+def _engine_options(items) -> dict:
+    """``--engine-option KEY=VALUE`` items as a mapping, each value read as a YAML scalar (32, 0.45,
+    true) or kept as text; a malformed item is one line and exit 2."""
+    from .recipes import yaml_load
+
+    engine = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--engine-option {item!r}: write KEY=VALUE, e.g. block_size=32")
+        try:
+            engine[key.strip()] = yaml_load(value) if value.strip() else value
+        except Exception:  # not a YAML scalar: the text itself
+            engine[key.strip()] = value
+    return engine
 
 
 def _ray_executor(address, backend_name, model, engine_options, replicas, cpus, gpus):

@@ -92,6 +92,32 @@ def default_backend_name() -> str:
     return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
 
 
+def check_engine_options(name: str, options: dict) -> None:
+    """A BackendError naming the valid keys when ``options`` holds a key the backend's constructor does
+    not take; cheap (no engine is imported), so a wrong --engine-option is one line before any model
+    loads, also when the engines are built elsewhere (Ray replicas)."""
+    import inspect
+
+    if name == "vllm":
+        from .vllm import VLLMOptions
+
+        known = set(VLLMOptions.__dataclass_fields__)
+    elif name == "hf":
+        from .hf import HFBackend
+
+        known = set(inspect.signature(HFBackend.__init__).parameters) - {"self", "model"}
+    elif name == "openai":
+        from .openai import OpenAIBackend
+
+        known = set(inspect.signature(OpenAIBackend.__init__).parameters) - {"self", "model"}
+    else:
+        known = set()
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise BackendError(f"engine option(s) {', '.join(unknown)}: the {name} backend does not take them; "
+                           f"it takes {', '.join(sorted(known)) or 'none'}")
+
+
 def create(name: str, model: str = DEFAULT_MODEL, **options) -> Backend:
     """Build a backend by registry name."""
     if name == "scripted":
@@ -137,4 +163,4 @@ def create(name: str, model: str = DEFAULT_MODEL, **options) -> Backend:
     raise BackendError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "Generation", "GenerationRequest", "create", "default_backend_name", "resolve_model"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "Generation", "GenerationRequest", "check_engine_options", "create", "default_backend_name", "resolve_model"]
