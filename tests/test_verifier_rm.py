@@ -127,11 +127,17 @@ def test_token_logit_prm_scores_each_step(lm_dir, fmt):
             logits = _alone(eng.model, ids[: p + 1])[-1]
             assert score == pytest.approx(float(torch.softmax(logits[[good, bad]], -1)[0]), abs=1e-5)
 
-    ledger = Ledger()
     completions = [Completion(t, 5, "stop") for t in TEXTS]
-    scores = asyncio.run(prm.score(PROBLEM, completions, ledger))
+    ledger = Ledger()
+    again = asyncio.run(prm.score(PROBLEM, completions, ledger))  # every path was scored above: read from states
+    assert again == pytest.approx([math.prod(s) for s in steps], abs=1e-6)
+    assert ledger.verifier_tokens == 0 and ledger.engine_calls == 0
+    ledger = Ledger()
+    full = TokenLogitPRM(lm_dir, format=fmt, max_batch=2, aggregation="product", state_cache_bytes=0)
+    scores = asyncio.run(full.score(PROBLEM, completions, ledger))
     assert scores == pytest.approx([math.prod(s) for s in steps], abs=1e-6)
-    lengths = [len(prm.encode(PROBLEM, t)[0]) for t in TEXTS]
+    # read up to the last step's scored token (what follows it cannot change a causal model's scores)
+    lengths = [prm.encode(PROBLEM, t)[1][-1] + 1 for t in TEXTS]
     assert ledger.verifier_tokens == sum(lengths)
     assert ledger.engine_calls == 2  # three candidates, two per forward
     assert ledger.flops == pytest.approx(sum(eng.shape.flops(0, n) for n in lengths))
@@ -166,7 +172,8 @@ def test_reward_head_prm_reads_the_head_at_each_step_token(head_dir, chat):
         alone = _alone(eng.model, ids)
         assert got == pytest.approx([float(torch.softmax(alone[p], -1)[1]) for p in positions], abs=1e-5)
     ledger = Ledger()
-    scores = asyncio.run(prm.score(PROBLEM, [Completion(t, 1, "stop") for t in texts], ledger))
+    full = RewardHeadPRM(head_dir, step_token="<extra_0>", chat=chat, max_batch=3, aggregation="min", state_cache_bytes=0)
+    scores = asyncio.run(full.score(PROBLEM, [Completion(t, 1, "stop") for t in texts], ledger))
     assert scores == pytest.approx([min(s) for s in steps], abs=1e-6)
     assert ledger.engine_calls == 2 and ledger.verifier_tokens > 0
 

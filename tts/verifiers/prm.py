@@ -33,6 +33,7 @@ from typing import Any, Sequence
 from ..budget import Ledger, ModelShape, model_shape
 from ..types import Completion, Problem
 from .metering import admit, metered
+from .prm_states import DEFAULT_CACHE_BYTES
 
 AGGREGATIONS = ("last", "min", "product", "mean")
 #: the file in a local PRM folder that says how to read it: the PRM class's keyword arguments, and
@@ -91,9 +92,16 @@ class HFModel:
         # overlapping; it also guards config tweaks made just before a forward (the ORM's pad id).
         self.lock = threading.RLock()
         self.shape: ModelShape = model_shape(self.model)
+        self._ids: dict[str, tuple[int, ...]] = {}
 
     def ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        # Memoised: tree search encodes every path again at each depth, its steps the same strings.
+        got = self._ids.get(text)
+        if got is None:
+            if len(self._ids) >= 1 << 16:
+                self._ids.clear()
+            got = self._ids[text] = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(got)
 
     def single_id(self, text: str, what: str) -> int:
         ids = self.ids(text)
@@ -154,6 +162,8 @@ def _check_common(cls: str, obj: Any) -> None:
         raise ValueError(f"{cls}.max_batch must be a positive integer, got {obj.max_batch!r}")
     if not isinstance(obj.step_separator, str):
         raise ValueError(f"{cls}.step_separator must be a string, got {obj.step_separator!r}")
+    if isinstance(obj.state_cache_bytes, bool) or not isinstance(obj.state_cache_bytes, int) or obj.state_cache_bytes < 0:
+        raise ValueError(f"{cls}.state_cache_bytes must be a non-negative integer (0: no reuse), got {obj.state_cache_bytes!r}")
 
 
 class LazyModel:
@@ -162,9 +172,91 @@ class LazyModel:
     def __init__(self):
         self.lock = threading.Lock()
         self.value: HFModel | None = None
+        self.states = None  # the StateCache of scored prefixes (tts.verifiers.prm_states)
+        from .prm_states import RowBatcher
+
+        self.batcher = RowBatcher()  # forwards shared by the problems scoring at the same time
 
 
 class _PRMBase:
+    def score_steps_with_cost(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
+        """Every step's score of each text, and the cost (tokens read, FLOPs, forwards). A text whose
+        path was scored before (a tree node's parent, the same leaf again) is read from the cached state
+        at the end of its longest scored prefix, and a first step from the question's state: only new
+        steps' tokens go through the model, and only those are charged. Scores equal full rescoring's
+        (``state_cache_bytes=0``) up to float rounding of a different batch layout."""
+        from .prm_states import State
+
+        eng = self.engine()
+        cache = self._states_cache()
+        read = self._reader(problem)
+        question = self._prefix_length(problem) if cache.max_bytes else None
+        out: list[list[float]] = [[] for _ in texts]
+        work = []  # [text index, past state (or the key of a question state to compute), start, steps done, ids, positions]
+        for i, text in enumerate(texts):
+            ids, positions = self.encode(problem, text)
+            marks = [p + 1 for p in positions]  # a step's state ends after its scored token
+            if question is not None:
+                marks = [question] + marks  # the question alone: every first step continues it
+            past, k = cache.longest(ids, marks)
+            done = max(k, 0) if question is not None else k + 1  # steps whose scores the state holds
+            if done == len(positions):  # this very path was scored before
+                out[i] = list(past.scores)
+                continue
+            if past is None and question is not None:
+                past = tuple(ids[:question])  # computed below, once for all the rows that need it
+            work.append([i, past, marks[k] if k >= 0 else (question or 0), done, ids, positions])
+        pending = [list(q) for q in dict.fromkeys(w[1] for w in work if isinstance(w[1], tuple))]
+        rows = [ids[start:positions[-1] + 1] for _, _, start, _, ids, positions in work]
+        question_groups = self._groups(pending, [len(q) for q in pending])
+        row_groups = self._groups(rows, [w[5][-1] + 1 for w in work])
+        flops = sum(eng.shape.flops(0, len(q)) for q in pending) + \
+            sum(eng.shape.flops(w[2], w[2] + len(r)) for w, r in zip(work, rows))
+        cost = (sum(map(len, pending)) + sum(map(len, rows)), flops, len(question_groups) + len(row_groups))
+        admit(cost)  # reserved in the ledger before any forward pass
+        # The forwards themselves are shared with the other problems scoring now (RowBatcher); the cost
+        # above is this call's own, whatever it was batched with, so ledgers do not depend on timing.
+        batcher = self._lazy.batcher
+        states = {}
+        for q, (logits, kv) in zip(pending, batcher.run(eng, [(None, q, len(q)) for q in pending], self.max_batch)):
+            states[tuple(q)] = State(tuple(q), kv, logits[-1].clone(), [])
+            cache.put(states[tuple(q)])
+        for w in work:
+            if isinstance(w[1], tuple):
+                w[1] = states[w[1]]
+        extended = batcher.run(eng, [(w[1], r, w[5][-1] + 1) for w, r in zip(work, rows)], self.max_batch)
+        for j, (logits, kv) in enumerate(extended):
+            i, past, start, done, ids, positions = work[j]
+            # the window of logits from the position before the first new token (a likelihood PRM
+            # predicts that token from there), so readers index positions as window[p - offset]
+            if past is not None:
+                window, offset = eng.torch.cat([past.last_logits[None], logits]), start - 1
+            else:
+                window, offset = logits, 0
+            scores = (list(past.scores) if past is not None else []) + read(window, offset, ids, positions, done)
+            out[i] = scores
+            cache.put(State(tuple(ids[:positions[-1] + 1]), kv, logits[-1].clone(), scores))
+        return out, cost
+
+    def _groups(self, rows: list[list[int]], full_lengths: list[int]) -> list[list[int]]:
+        from .prm_states import groups
+
+        return groups(rows, full_lengths, self.max_batch)
+
+    def _prefix_length(self, problem: Problem) -> int | None:
+        """How many input tokens come before the first step whatever the steps are (None: not known,
+        so no question state is kept)."""
+        return None
+
+    def _states_cache(self):
+        from .prm_states import StateCache
+
+        lazy: LazyModel = self._lazy
+        with lazy.lock:
+            if lazy.states is None or lazy.states.max_bytes != self.state_cache_bytes:
+                lazy.states = StateCache(self.state_cache_bytes)
+            return lazy.states
+
     async def score(self, problem: Problem, completions: Sequence[Completion], ledger: Ledger) -> list[float]:
         if not completions:
             return []
@@ -211,6 +303,9 @@ class TokenLogitPRM(_PRMBase):
     dtype: str = "auto"
     label: str = "prm"
     needs_logprobs: bool = False
+    #: bytes of KV states of scored prefixes kept for reuse (0: rescore every path from its start);
+    #: changes no score, so it is not part of the configuration
+    state_cache_bytes: int = field(default=DEFAULT_CACHE_BYTES, compare=False)
     _lazy: LazyModel = field(default_factory=LazyModel, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -237,6 +332,9 @@ class TokenLogitPRM(_PRMBase):
 
     def _load(self) -> HFModel:
         return HFModel(self.model, "causal_lm", self.device, self.dtype)
+
+    def _prefix_length(self, problem: Problem) -> int | None:
+        return len(self._question_ids(problem)) if self.format == "tagged" else None
 
     def _question_ids(self, problem: Problem) -> list[int]:
         """Tagged format: the ids before the first step (BOS, prefix, question, separator)."""
@@ -273,30 +371,17 @@ class TokenLogitPRM(_PRMBase):
             raise ValueError("the chat template does not put the good token right after each generation prompt")
         return ids, positions
 
-    def score_steps_with_cost(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
-        eng = self.engine()
-        encoded = [self.encode(problem, t) for t in texts]
-        rows = [e[0] for e in encoded]
-        read = self._reader(problem)
-        out: list[list[float]] = [[] for _ in texts]
-        groups = eng.batches(rows, self.max_batch)
-        admit(eng.cost(rows, len(groups)))  # reserved in the ledger before any forward pass
-        for group in groups:
-            logits, _ = eng.forward([rows[i] for i in group])
-            for b, i in enumerate(group):
-                out[i] = read(logits[b], *encoded[i])
-        return out, eng.cost(rows, len(groups))
-
     def _reader(self, problem: Problem):
-        """How one input's logits ([tokens, vocab]), its ids and its step positions become step scores:
-        the good token's probability at each step tag."""
+        """How the logits of an input's positions from ``offset`` on ([tokens, vocab]), its ids and its
+        step positions become the scores of its steps from ``done`` on: the good token's probability at
+        each step tag."""
         eng = self.engine()
         torch = eng.torch
         good = eng.single_id(self.good_token, "TokenLogitPRM.good_token")
         bad = eng.single_id(self.bad_token, "TokenLogitPRM.bad_token") if self.bad_token is not None else None
 
-        def read(logits, ids: list[int], positions: list[int]) -> list[float]:
-            at = logits[positions]  # [steps, vocab]
+        def read(window, offset: int, ids: list[int], positions: list[int], done: int) -> list[float]:
+            at = window[[p - offset for p in positions[done:]]]  # [new steps, vocab]
             if bad is None:
                 return [float(p) for p in torch.softmax(at, dim=-1)[:, good]]
             return [float(p) for p in torch.softmax(at[:, [good, bad]], dim=-1)[:, 0]]
@@ -331,13 +416,13 @@ class LikelihoodPRM(TokenLogitPRM):
         torch = eng.torch
         start = len(self._question_ids(problem))
 
-        def read(logits, ids: list[int], tags: list[int]) -> list[float]:
-            # token j is predicted at position j - 1; step k's tokens run from the end of the one before
-            # (or of the question) up to its tag
-            logp = torch.log_softmax(logits[:len(ids) - 1], dim=-1)
-            token_logp = logp.gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
-            bounds = zip([start] + [t + 1 for t in tags[:-1]], tags)
-            return [self._reduce(token_logp[a - 1:t - 1]) for a, t in bounds]
+        def read(window, offset: int, ids: list[int], tags: list[int], done: int) -> list[float]:
+            # token j is predicted at position j - 1 (window row j - 1 - offset); step k's tokens run
+            # from the end of the one before (or of the question) up to its tag
+            logp = torch.log_softmax(window[:len(ids) - 1 - offset], dim=-1)
+            token_logp = logp.gather(1, torch.tensor(ids[offset + 1:])[:, None])[:, 0]
+            bounds = list(zip([start] + [t + 1 for t in tags[:-1]], tags))[done:]
+            return [self._reduce(token_logp[a - 1 - offset:t - 1 - offset]) for a, t in bounds]
 
         return read
 
@@ -367,6 +452,9 @@ class RewardHeadPRM(_PRMBase):
     dtype: str = "auto"
     label: str = "prm"
     needs_logprobs: bool = False
+    #: bytes of KV states of scored prefixes kept for reuse (0: rescore every path from its start);
+    #: changes no score, so it is not part of the configuration
+    state_cache_bytes: int = field(default=DEFAULT_CACHE_BYTES, compare=False)
     _lazy: LazyModel = field(default_factory=LazyModel, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -407,26 +495,21 @@ class RewardHeadPRM(_PRMBase):
             )
         return ids, positions
 
-    def score_steps_with_cost(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
-        eng = self.engine()
-        torch = eng.torch
-        encoded = [self.encode(problem, t) for t in texts]
-        rows = [e[0] for e in encoded]
-        out: list[list[float]] = [[] for _ in texts]
-        groups = eng.batches(rows, self.max_batch)
-        admit(eng.cost(rows, len(groups)))  # reserved in the ledger before any forward pass
-        for group in groups:
-            logits, _ = eng.forward([rows[i] for i in group])
-            if logits.shape[-1] <= self.positive_label and logits.shape[-1] != 1:
+    def _reader(self, problem: Problem):
+        """The head's probability of ``positive_label`` (one output: its sigmoid) at each new step token."""
+        torch = self.engine().torch
+
+        def read(window, offset: int, ids: list[int], positions: list[int], done: int) -> list[float]:
+            if window.shape[-1] <= self.positive_label and window.shape[-1] != 1:
                 raise ValueError(
                     f"RewardHeadPRM.positive_label {self.positive_label} is out of range for a head with "
-                    f"{logits.shape[-1]} outputs"
+                    f"{window.shape[-1]} outputs"
                 )
-            for b, i in enumerate(group):
-                at = logits[b, encoded[i][1]]  # [steps, labels]
-                probs = torch.sigmoid(at[:, 0]) if at.shape[-1] == 1 else torch.softmax(at, dim=-1)[:, self.positive_label]
-                out[i] = [float(p) for p in probs]
-        return out, eng.cost(rows, len(groups))
+            at = window[[p - offset for p in positions[done:]]]  # [new steps, labels]
+            probs = torch.sigmoid(at[:, 0]) if at.shape[-1] == 1 else torch.softmax(at, dim=-1)[:, self.positive_label]
+            return [float(p) for p in probs]
+
+        return read
 
 
 def load_folder(folder: str | Path, **overrides) -> TokenLogitPRM:

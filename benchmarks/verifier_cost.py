@@ -1,0 +1,123 @@
+"""Verifier cost of PRM-guided tree search: full rescoring of every path against incremental scoring
+(each child reads only its new step from its parent's cached PRM state), side by side in one run.
+
+The testbed policy and ``testbed-verifier`` (a likelihood PRM); beam search and DVTS at N=8 and 16 on
+steps4 and steps5, the settings of experiments/testbed/compare_search.py (one step per line, 4
+expansions, min aggregation, T=0.7, 256 tokens). Both sides run the same strategy with the same seeds on
+one hf engine; they differ only in the PRM's ``state_cache_bytes`` (0: full rescoring). Reported per
+row: verifier tokens per problem (what the PRM read), against generated + question tokens per problem;
+verifier wall seconds (time during which at least one scoring call ran); and whether every
+problem got the same answer.
+
+    .venv/bin/python benchmarks/verifier_cost.py --limit 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import threading
+import time
+
+from tts import backends, data
+from tts import strategies as registry
+from tts.budget import Budget, Ledger
+from tts.data import Grader
+from tts.runtime import run_async
+from tts.types import SamplingParams
+from tts.verifiers.answers import same_answer
+from tts.verifiers.prm_states import DEFAULT_CACHE_BYTES
+
+
+def timed(prm):
+    """The PRM with its scoring timed: ``clock[0]`` gathers the wall seconds during which at least one
+    scoring call was running (concurrent calls share forwards, so their times are not added up)."""
+    clock = [0.0]
+    lock = threading.Lock()
+    active = [0, 0.0]  # calls running, when the first of them started
+    inner = prm.score_steps_with_cost
+
+    def score_steps_with_cost(problem, texts):
+        with lock:
+            if active[0] == 0:
+                active[1] = time.perf_counter()
+            active[0] += 1
+        try:
+            return inner(problem, texts)
+        finally:
+            with lock:
+                active[0] -= 1
+                if active[0] == 0:
+                    clock[0] += time.perf_counter() - active[1]
+
+    object.__setattr__(prm, "score_steps_with_cost", score_steps_with_cost)
+    return prm, clock
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--levels", default="steps4,steps5")
+    ap.add_argument("--ns", default="8,16")
+    ap.add_argument("--strategies", default="beam_search,dvts")
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--prm", default="testbed-verifier")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--json", default=None, help="also write the rows here")
+    args = ap.parse_args()
+
+    engine = backends.create("hf", "testbed")
+    params = SamplingParams(temperature=0.7, max_tokens=256)
+    options = {"step_delimiter": "\n", "expansions": 4, "aggregation": "min", "prm": args.prm}
+    rows = []
+    print(f"{'level':<7}{'N':>3} {'strategy':<12}{'gen+question':>13}{'full tok':>10}{'incr tok':>10}"
+          f"{'incr/(g+q)':>11}{'full s':>8}{'incr s':>8}{'speed-up':>9}{'same':>8}")
+    for level in args.levels.split(","):
+        problems = data.load(level, limit=args.limit, seed=0)
+        for n in map(int, args.ns.split(",")):
+            for name in args.strategies.split(","):
+                base = registry.create(name, n, params, options)
+                side = {}
+                for mode, cap in (("full", 0), ("incremental", DEFAULT_CACHE_BYTES)):
+                    # a fresh PRM per side: its own model copy and state cache
+                    prm, clock = timed(dataclasses.replace(base.scorer.prm, state_cache_bytes=cap))
+                    strategy = dataclasses.replace(base, scorer=dataclasses.replace(base.scorer, prm=prm))
+                    results = asyncio.run(run_async(problems, strategy, engine, grader=Grader(default=same_answer),
+                                                    budget=Budget(), run_ledger=Ledger(),
+                                                    concurrency=args.concurrency, seed=0))
+                    question = sum(len(prm._question_ids(p)) for p in problems)
+                    batcher = prm._lazy.batcher
+                    side[mode] = {
+                        "verifier_tokens": sum(r.trace.ledger["verifier_tokens"] for r in results) / len(problems),
+                        "generated_tokens": sum(r.trace.ledger["generated_tokens"] for r in results) / len(problems),
+                        "question_tokens": question / len(problems), "seconds": clock[0],
+                        "forwards": batcher.forwards, "forward_seconds": batcher.seconds,
+                        "answers": [r.trace.answer for r in results],
+                        "accuracy": sum(bool(r.correct) for r in results) / len(problems)}
+                full, inc = side["full"], side["incremental"]
+                same = sum(a == b for a, b in zip(full["answers"], inc["answers"]))
+                read_budget = inc["generated_tokens"] + inc["question_tokens"]
+                row = {"level": level, "n": n, "strategy": name, "problems": len(problems),
+                       "generated_plus_question": read_budget, "full_tokens": full["verifier_tokens"],
+                       "incremental_tokens": inc["verifier_tokens"], "ratio_to_read": inc["verifier_tokens"] / read_budget,
+                       "full_seconds": full["seconds"], "incremental_seconds": inc["seconds"],
+                       "speedup": full["seconds"] / max(inc["seconds"], 1e-9), "same_answers": same,
+                       "full_forwards": full["forwards"], "incremental_forwards": inc["forwards"],
+                       "full_forward_seconds": full["forward_seconds"],
+                       "incremental_forward_seconds": inc["forward_seconds"],
+                       "accuracy_full": full["accuracy"], "accuracy_incremental": inc["accuracy"]}
+                rows.append(row)
+                print(f"{level:<7}{n:>3} {name:<12}{read_budget:>13.0f}{full['verifier_tokens']:>10.0f}"
+                      f"{inc['verifier_tokens']:>10.0f}{row['ratio_to_read']:>10.2f}x{full['seconds']:>8.1f}"
+                      f"{inc['seconds']:>8.1f}{row['speedup']:>8.1f}x{same:>5}/{len(problems)}"
+                      f"   forwards {full['forwards']} -> {inc['forwards']}, their seconds "
+                      f"{full['forward_seconds']:.1f} -> {inc['forward_seconds']:.1f}", flush=True)
+    asyncio.run(engine.aclose())
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
