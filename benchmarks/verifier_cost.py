@@ -56,6 +56,29 @@ def timed(prm):
     return prm, clock
 
 
+def random_prm(hidden: int, layers: int) -> str:
+    """A verifier folder like the testbed's, with a random Llama of ``hidden`` x ``layers`` (in a
+    temporary folder): same tokenizer and tts_prm.json, so it reads the same inputs."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tts.testbed import VERIFIER_DIR
+
+    folder = Path(tempfile.mkdtemp(prefix="random-prm-"))
+    config = LlamaConfig.from_pretrained(VERIFIER_DIR)
+    config.hidden_size, config.num_hidden_layers = hidden, layers
+    config.intermediate_size, config.num_attention_heads, config.num_key_value_heads = 4 * hidden, hidden // 64, hidden // 64
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "tts_prm.json"):
+        shutil.copy(VERIFIER_DIR / name, folder / name)
+    return str(folder)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--levels", default="steps4,steps5")
@@ -64,9 +87,22 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--prm", default="testbed-verifier")
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--max-batch", type=int, default=None, help="the PRM's max_batch on both sides (default: its own)")
+    ap.add_argument("--cache-mib", type=int, default=DEFAULT_CACHE_BYTES >> 20,
+                    help="the incremental side's state cache (state_cache_bytes) in MiB")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--random-prm", default=None, metavar="HIDDEN,LAYERS",
+                    help="score with a randomly initialised verifier of this size instead (the testbed verifier's "
+                         "tokenizer and layout, its weights random): how the saving grows when forwards cost compute")
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args()
+    if args.threads:
+        import torch
 
+        torch.set_num_threads(args.threads)
+
+    if args.random_prm:
+        args.prm = random_prm(*map(int, args.random_prm.split(",")))
     engine = backends.create("hf", "testbed")
     params = SamplingParams(temperature=0.7, max_tokens=256)
     options = {"step_delimiter": "\n", "expansions": 4, "aggregation": "min", "prm": args.prm}
@@ -79,9 +115,10 @@ def main() -> None:
             for name in args.strategies.split(","):
                 base = registry.create(name, n, params, options)
                 side = {}
-                for mode, cap in (("full", 0), ("incremental", DEFAULT_CACHE_BYTES)):
+                for mode, cap in (("full", 0), ("incremental", args.cache_mib << 20)):
                     # a fresh PRM per side: its own model copy and state cache
-                    prm, clock = timed(dataclasses.replace(base.scorer.prm, state_cache_bytes=cap))
+                    batch = {"max_batch": args.max_batch} if args.max_batch else {}
+                    prm, clock = timed(dataclasses.replace(base.scorer.prm, state_cache_bytes=cap, **batch))
                     strategy = dataclasses.replace(base, scorer=dataclasses.replace(base.scorer, prm=prm))
                     results = asyncio.run(run_async(problems, strategy, engine, grader=Grader(default=same_answer),
                                                     budget=Budget(), run_ledger=Ledger(),
