@@ -22,6 +22,8 @@ from tts.results import ResultsWriter, read_records, result_record  # noqa: E402
 from tts.scale import RayExecutor  # noqa: E402
 from tts.types import Problem  # noqa: E402
 
+from .test_lifeline import alive as _alive  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 K = 24
 
@@ -168,14 +170,6 @@ def _children(pid: int) -> set[int]:
             if int(fields[1]) == pid:
                 kids.add(int(entry.name))
     return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_driver_killed_and_rerun_resumes_to_exactly_once(cluster, tmp_path):

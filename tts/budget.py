@@ -366,12 +366,15 @@ class Ledger:
             share[unit] = value if unit == "seconds" else (max(1, int(value // ways)) if whole else value / ways)
         lease = Lease(Budget(**share), int(share.get("generated_tokens", 0)), int(share.get("total_tokens", 0)),
                       float(share.get("flops", 0.0)), int(share.get("engine_calls", 0)))
-        for node in self._chain():
-            node._reserved_generated += lease.generated_tokens
-            node._reserved_total += lease.total_tokens
-            node._reserved_flops += lease.flops
-            node._reserved_calls += lease.engine_calls
+        self._hold_lease(lease, +1)
         return lease
+
+    def _hold_lease(self, lease: "Lease", sign: int) -> None:
+        for node in self._chain():
+            node._reserved_generated += sign * lease.generated_tokens
+            node._reserved_total += sign * lease.total_tokens
+            node._reserved_flops += sign * lease.flops
+            node._reserved_calls += sign * lease.engine_calls
 
     def end_lease(self, lease: "Lease", spent: Mapping[str, float]) -> None:
         """Release a lease and charge what the work reported it spent (a ledger snapshot). A lease
@@ -380,11 +383,8 @@ class Ledger:
         if lease.ended:
             raise RuntimeError("lease ended twice")
         lease.ended = True
+        self._hold_lease(lease, -1)
         for node in self._chain():
-            node._reserved_generated -= lease.generated_tokens
-            node._reserved_total -= lease.total_tokens
-            node._reserved_flops -= lease.flops
-            node._reserved_calls -= lease.engine_calls
             node.generated_tokens += int(spent.get("generated_tokens", 0))
             node.prompt_tokens += int(spent.get("prompt_tokens", 0))
             node.cached_prompt_tokens += int(spent.get("cached_prompt_tokens", 0))

@@ -86,10 +86,9 @@ class RayExecutor:
             options: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False,
                                        "configure_logging": True}
             if address == "local":
-                needed = self.replicas * self.cpus
-                options.update(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)) if needed > (os.cpu_count() or 1)
-                               else os.cpu_count() or 1,
-                               _node_ip_address="127.0.0.1",
+                # the machine's own cores, never more: --replicas 4096 is refused below in one line
+                # instead of 4096 engines loading at once
+                options.update(num_cpus=os.cpu_count() or 1, _node_ip_address="127.0.0.1",
                                object_store_memory=int(os.environ.get("TTS_RAY_OBJECT_STORE_BYTES", 256 << 20)))
             options.update(self.init_options)
             _check_reachable(address)
