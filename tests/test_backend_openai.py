@@ -28,6 +28,9 @@ from .fault_proxy import FakeOpenAI, FaultProxy  # noqa: E402
 
 SHAPE = ModelShape(1e6, 4, 64)
 FAST_RETRY = RetryPolicy(max_attempts=6, initial_delay_s=0.01, max_delay_s=0.05, max_total_s=20)
+# A real CPU server under CI load can take seconds per generation, and a "drop_after" fault throws a
+# finished generation away: the deadline must cover several real generations, not fake-server replies.
+REAL_SERVER_RETRY = RetryPolicy(max_attempts=12, initial_delay_s=0.01, max_delay_s=0.05, max_total_s=600)
 
 
 def fake_backend(proxy: FaultProxy, **kw) -> OpenAIBackend:
@@ -245,7 +248,7 @@ def test_real_server_through_faults(vllm_server, embedded_model_dir):
     problems = tts.data.load("add1", limit=6)
     plan = lambda i, path: None if path == "/models" or i % 3 == 0 else [503, "drop", "delay:0.3", "drop_after"][i % 4]
     with FaultProxy(vllm_server, plan) as proxy:
-        backend = OpenAIBackend(embedded_model_dir, base_url=proxy.url, retry=FAST_RETRY, max_concurrency=4).connect()
+        backend = OpenAIBackend(embedded_model_dir, base_url=proxy.url, retry=REAL_SERVER_RETRY, max_concurrency=4).connect()
         results = tts.run(problems, tts.Majority(n=4, params=SamplingParams(max_tokens=48)), backend)
     assert all(len(r.trace.candidates) == 4 for r in results)
     assert all(r.trace.ledger["engine_calls"] == 1 for r in results)
