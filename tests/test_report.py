@@ -296,3 +296,54 @@ def test_a_tag_collision_never_refuses_a_file_and_repeats_still_are(tmp_path, mo
     path.write_text("".join(lines + [lines[2]]))
     with pytest.raises(results.ResultsFileError, match=r":6: repeats majority on problem 'p2' from line 3"):
         results.read_records(path)
+
+
+# --- what the tables say at a glance ---------------------------------------------------------------------
+
+def test_tables_fit_80_columns_with_strategy_names_whole(tmp_path):
+    from rich.console import Console
+
+    names = ["majority_vote@16", "best_of_n@16", "beam_search@16+budget_forcing"]
+    path = tmp_path / "w.jsonl"
+    for name in names:
+        write_results(path, name, pools_for(5, 6, 8))
+    console = Console(record=True, width=80)
+    rep.print_report(rep.build_report([path, path], resamples=200), console)
+    text = console.export_text()
+    assert "…" not in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    for name in names:
+        assert sum(name in line for line in text.splitlines()) >= 4  # main, compute, curves, side by side
+
+
+def test_a_pool_smaller_than_k_is_not_a_miss(tmp_path):
+    # beam search: a pool of 8 to 12 candidates; N in the table is 8, where every problem has a pool
+    pools = [[("1", True)] * 8, [("1", True)] * 12]
+    path = write_results(tmp_path / "b.jsonl", "beam_search", pools)
+    s = rep.build_report([path], resamples=200)["files"][0]["strategies"]["beam_search"]
+    assert s["pool_size"] == 12 and s["full_k"] == 8
+    assert rep._at_full_k(s)["pass_at_k"] == 1.0 and rep._at_full_k(s)["problems"] == 2
+    from rich.console import Console
+
+    console = Console(record=True, width=80)
+    rep.print_report(rep.build_report([path], resamples=200), console)
+    text = console.export_text()
+    assert "8/12" in text and "1 of 2" in text and "N=8" in text  # the k=12 point averages over the one problem that has it
+    assert "0.000" not in text
+
+
+def test_elapsed_time_is_the_runs_not_the_sum_of_overlapping_problems(tmp_path):
+    path = write_results(tmp_path / "t.jsonl", "majority", pools_for(6, 4, 2))
+    lines = [json.loads(l) for l in path.read_text().splitlines()]
+    # four problems of 5 s each, run concurrently in 6 s, then a resumed invocation of 2 s
+    stamps = [("a", 5.5), ("a", 6.0), ("a", 6.2), ("b", 2.0)]
+    for rec, (session, end) in zip(lines, stamps):
+        rec["ledger"]["wall_seconds"] = 5.0 if session == "a" else 2.0
+        rec["timing"] = {"session": session, "elapsed_s": end}
+        from tts.results import digest
+
+        rec["digest"] = digest(rec)
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    s = rep.build_report([path], resamples=200)["files"][0]["strategies"]["majority"]
+    assert s["wall_seconds"] == pytest.approx(17.0)
+    assert s["elapsed_seconds"] == pytest.approx((6.2 - 0.5) + 2.0)

@@ -235,7 +235,7 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     from . import backends, data, strategies as strategy_registry
     from .backends.base import EngineError
     from .budget import Budget, Ledger
-    from .results import ResultsFileError, ResultsWriter, config_hash
+    from .results import ResultsFileError, ResultsWriter, RunClock, config_hash
     from .types import SamplingParams
     from .strategies.specs import parse_spec
 
@@ -310,12 +310,13 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
                     **_versions(backend_name)}
         run_ledger = Ledger(budget=Budget(generated_tokens=run_budget_tokens))
         per_problem = Budget(generated_tokens=budget_tokens)
+        clock = RunClock()
         try:
             for strategy in chosen:
                 if todo[strategy.name]:
                     walls[strategy.name], failed = _run_one(strategy, todo[strategy.name], engine, writer,
                                                             hashes[strategy.name], run_info, per_problem, run_ledger,
-                                                            concurrency, seed)
+                                                            concurrency, seed, clock)
                     errors += failed
         except backends.BackendError as exc:  # e.g. a scripted reply file with no reply for a prompt
             _fail(f"--backend {backend_name}: {exc} (the results so far are kept in {out})")
@@ -532,7 +533,8 @@ def _print_replicas(console, stats, seconds: float) -> None:
     console.print(table)
 
 
-def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_ledger, concurrency, seed) -> tuple[float, int]:
+def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_ledger, concurrency, seed,
+             clock) -> tuple[float, int]:
     """One strategy over its problems, each result written as it ends; ``engine`` is a backend or a
     RayExecutor. The wall seconds taken, and how many problems ended as errors (replicated runs only)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -560,6 +562,7 @@ def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_le
             # Vote keys of boxed math answers cost a math-verify parse each: off the event loop.
             record = await asyncio.to_thread(result_record, result, config_hash=chash, run_info=run_info,
                                              vote_key=vote_key_for(result.problem))
+            record["timing"] = clock.stamp()
             writer.write(record)
             tokens += int(result.trace.ledger.get("generated_tokens", 0))
             rate = tokens / max(time.perf_counter() - started, 1e-9)

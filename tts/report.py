@@ -195,6 +195,8 @@ class Tally:
         self.maj_sums: list[float] = []
         self.eligible: list[int] = []
         self.maj_exact = True
+        #: per run invocation (RunClock session): [first problem's start, last problem's end] in seconds
+        self.sessions: dict[str, list[float]] = {}
 
     def add(self, record: Mapping, *, seed: int = 0) -> None:
         self.problems += 1
@@ -203,6 +205,7 @@ class Tally:
         self.prompt += ledger.get("prompt_tokens", 0)
         self.flops += ledger.get("flops", 0.0)
         self.wall += ledger.get("wall_seconds", 0.0)
+        self._time(record.get("timing"), ledger.get("wall_seconds", 0.0))
         if record.get("correct") is None:
             return
         self.graded += 1
@@ -230,6 +233,28 @@ class Tally:
             self.pass_sums[k - 1] += pool_pass_at_k(correct, k)
             self.eligible[k - 1] += 1
 
+    def _time(self, timing: Any, wall: Any) -> None:
+        if not isinstance(timing, Mapping):
+            return
+        end, session = timing.get("elapsed_s"), timing.get("session")
+        if not isinstance(end, (int, float)) or isinstance(end, bool) or not math.isfinite(end) or not isinstance(session, str):
+            return  # a file from before timing was recorded, or a hand-edited one: no elapsed time
+        wall = wall if isinstance(wall, (int, float)) and math.isfinite(wall) else 0.0
+        span = self.sessions.setdefault(session, [end - wall, end])
+        span[0], span[1] = min(span[0], end - wall), max(span[1], end)
+
+    @property
+    def elapsed(self) -> float | None:
+        """The run's elapsed seconds: per invocation, from the first problem's start to the last one's end,
+        summed over invocations (a resumed run); None when the records carry no timing."""
+        return sum(b - a for a, b in self.sessions.values()) if self.sessions else None
+
+    @property
+    def full_k(self) -> int:
+        """The largest k that every problem with a pool reaches: the N a table can quote without
+        counting a pool smaller than k as a miss (a beam search's pool varies in size)."""
+        return sum(1 for e in self.eligible if e == self.eligible[0]) if self.eligible else 0
+
     def summary(self, *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES, with_curves: bool = True) -> dict:
         out: dict[str, Any] = {
             "problems": self.problems,
@@ -246,6 +271,8 @@ class Tally:
             "flops": float(self.flops),
             "mean_flops": self.flops / self.problems if self.problems else 0.0,
             "wall_seconds": float(self.wall),
+            "elapsed_seconds": self.elapsed,
+            "full_k": self.full_k,
         }
         if with_curves:
             out["curve"] = [{"k": k + 1, "problems": self.eligible[k], "pass_at_k": self.pass_sums[k] / self.eligible[k],
@@ -329,69 +356,94 @@ def _ks(n: int) -> list[int]:
     return ks
 
 
+def _strategy_column(table, names: Iterable[str], header: str = "strategy") -> None:
+    """The strategy column: never wrapped or cut (the other columns fold first), as wide as its longest name."""
+    table.add_column(header, no_wrap=True, min_width=max([len(header), *(len(n) for n in names)]))
+
+
+def _at_full_k(s: Mapping) -> dict:
+    """The curve point at the largest k that every problem reaches ({} without a pool)."""
+    curve, k = s.get("curve") or [], s.get("full_k") or 0
+    return curve[k - 1] if 0 < k <= len(curve) else {}
+
+
+def _elapsed(s: Mapping) -> str:
+    return "-" if s.get("elapsed_seconds") is None else f"{s['elapsed_seconds']:.1f}"
+
+
 def render(report: Mapping):
     """A rich renderable of the report: per file a summary, the pool curves and the per-level table,
-    and, with several files, one table comparing them side by side."""
+    and, with several files, one table comparing them side by side. Every table fits an 80-column
+    terminal with strategy names whole: numbers fold before a name is cut."""
     from rich import box
     from rich.console import Group
     from rich.markup import escape
     from rich.table import Table
 
+    def table(title: str) -> Table:
+        return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+
+    def numbers(t: Table, columns: Iterable[str]) -> None:
+        for col in columns:
+            t.add_column(col, justify="right", overflow="fold")
+
     parts = []
     for f in report["files"]:
+        names = list(f["strategies"])
         title = f["path"] + (f"  ({', '.join(f['datasets'])}" + (f"; {', '.join(f['models'])}" if f["models"] else "") + ")"
                              if f["datasets"] else "")
-        # two narrow tables rather than one wide one, so that both fit an 80-column terminal untruncated
-        table = Table(title=escape(title) + "  (95% intervals)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for col in ("strategy", "n", "accuracy", "Wilson", "bootstrap", "pass@1", "maj@N", "pass@N", "N"):
-            table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=col != "strategy")
-        compute = Table(title="compute per problem (totals for FLOPs and wall time)", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for col in ("strategy", "gen tokens", "per candidate", "prompt tokens", "FLOPs total", "wall s total"):
-            compute.add_column(col, justify="left" if col == "strategy" else "right")
+        main = table(escape(title) + "  (95% intervals)")
+        _strategy_column(main, names)
+        numbers(main, ("n", "acc", "Wilson", "bootstrap", "N"))
+        compute = table("compute per problem; elapsed: the run's own time, first problem's start to last one's end")
+        _strategy_column(compute, names)
+        numbers(compute, ("gen tokens", "per cand", "prompt tok", "FLOPs", "elapsed s"))
         for name, s in f["strategies"].items():
-            curve = s.get("curve") or []
-            first, last = (curve[0], curve[-1]) if curve else ({}, {})
-            table.add_row(name, str(s["graded"]) if s["graded"] == s["problems"] else f"{s['graded']}/{s['problems']}",
-                          _pct(s["accuracy"]), _ci(s["wilson"]), _ci(s["bootstrap"]), _pct(first.get("pass_at_k")),
-                          _pct(last.get("maj_at_k")), _pct(last.get("pass_at_k")), str(s["pool_size"]))
+            # N: the pool size every problem reaches ("8/12": some pools are larger, up to 12)
+            pool = str(s.get("full_k") or 0) + ("" if s.get("full_k") == s["pool_size"] else f"/{s['pool_size']}")
+            main.add_row(name, str(s["graded"]) if s["graded"] == s["problems"] else f"{s['graded']}/{s['problems']}",
+                         _pct(s["accuracy"]), _ci(s["wilson"]), _ci(s["bootstrap"]), pool)
             per_cand = s.get("mean_tokens_per_candidate")
             compute.add_row(name, f"{s['mean_generated_tokens']:.1f}", "-" if per_cand is None else f"{per_cand:.1f}",
-                            f"{s['prompt_tokens'] / max(s['problems'], 1):.1f}", f"{s['flops']:.3g}",
-                            f"{s['wall_seconds']:.1f}")
-        parts += [table, compute]
+                            f"{s['prompt_tokens'] / max(s['problems'], 1):.1f}", f"{s['mean_flops']:.3g}", _elapsed(s))
+        parts += [main, compute]
 
         n_max = max((s["pool_size"] for s in f["strategies"].values()), default=0)
         if n_max > 1:
-            ks = _ks(n_max)
-            curves = Table(title="pass@k / maj@k from the candidate pool", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-            curves.add_column("strategy")
-            for k in ks:
-                curves.add_column(f"k={k}", justify="right")
+            # long form (one row per strategy and k): fits any number of k values in 80 columns
+            curves = table("pass@k / maj@k from the candidate pool (problems: how many reach k candidates; "
+                           "N: the largest k every problem reaches)")
+            _strategy_column(curves, names)
+            numbers(curves, ("k", "problems", "pass@k", "maj@k"))
             for name, s in f["strategies"].items():
-                by_k = {p["k"]: p for p in s.get("curve") or []}
-                curves.add_row(name, *(f"{by_k[k]['pass_at_k']:.3f} / {by_k[k]['maj_at_k']:.3f}" if k in by_k else "-"
-                                       for k in ks))
+                curve = s.get("curve") or []
+                by_k = {p["k"]: p for p in curve}
+                everyone = curve[0]["problems"] if curve else 0
+                full = s.get("full_k") or 0
+                shown = sorted(set(_ks(len(curve))) | ({full} if full else set()))
+                for i, k in enumerate(k for k in shown if k in by_k):
+                    p = by_k[k]
+                    share = str(p["problems"]) if p["problems"] == everyone else f"{p['problems']} of {everyone}"
+                    curves.add_row(name if i == 0 else "", f"N={k}" if k == full and len(curve) > 1 else str(k), share,
+                                   _pct(p["pass_at_k"]), _pct(p["maj_at_k"]))
             parts.append(curves)
 
         if any("levels" in s for s in f["strategies"].values()):
-            levels = Table(title="by level", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-            for col in ("strategy", "level", "n", "acc", "95% Wilson", "maj@N", "pass@N", "tok/prob"):
-                levels.add_column(col, justify="left" if col in ("strategy", "level") else "right",
-                                  no_wrap=col != "strategy")
+            levels = table("by level")
+            _strategy_column(levels, names)
+            levels.add_column("level", overflow="fold")
+            numbers(levels, ("n", "acc", "95% Wilson", "pass@N", "tok/prob"))
             for name, s in f["strategies"].items():
                 for key, lv in (s.get("levels") or {}).items():
-                    last = (lv.get("curve") or [{}])[-1]
                     levels.add_row(name, key, str(lv["graded"]), _pct(lv["accuracy"]), _ci(lv["wilson"]),
-                                   _pct(last.get("maj_at_k")), _pct(last.get("pass_at_k")),
-                                   f"{lv['mean_generated_tokens']:.0f}")
+                                   _pct(_at_full_k(lv).get("pass_at_k")), f"{lv['mean_generated_tokens']:.0f}")
             parts.append(levels)
 
     if len(report["files"]) > 1:
-        side = Table(title="side by side: accuracy (95% Wilson) | mean generated tokens", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        side.add_column("strategy")
-        for f in report["files"]:
-            side.add_column(escape(Path(f["path"]).name), justify="right")
+        side = table("side by side: accuracy (95% Wilson) | mean generated tokens")
         names = list(dict.fromkeys(n for f in report["files"] for n in f["strategies"]))
+        _strategy_column(side, names)
+        numbers(side, (escape(Path(f["path"]).name) for f in report["files"]))
         for name in names:
             cells = []
             for f in report["files"]:
@@ -415,10 +467,20 @@ def to_json(report: Mapping) -> str:
     return json.dumps(report, indent=2, sort_keys=False)
 
 
+def _line_label(group: str, widths: Sequence[str], f: Mapping) -> str:
+    """"best_of_n N=4,16, math500 (100 problems)": what a line is, without config hashes."""
+    widths = [w for w in widths if w]
+    data = ", ".join(f.get("datasets") or []) or Path(f["path"]).stem
+    problems = max((s["problems"] for s in f["strategies"].values()), default=0)
+    return f"{group}" + (f" N={','.join(widths)}" if widths else "") + f", {data} ({problems} problems)"
+
+
 def plot(report: Mapping, path: str | Path, x: str = "tokens") -> Path:
-    """Accuracy against mean generated tokens (or FLOPs) per problem: one point per (file, strategy) with
-    its Wilson interval, joined across files per strategy, and dashed maj@k curves from each pool (k
-    candidates cost k times the mean per candidate)."""
+    """Accuracy against mean generated tokens (or FLOPs) per problem. One line per (file, strategy): its
+    widths (best_of_n@4, best_of_n@16) joined with Wilson intervals, labelled by strategy, N and
+    dataset; lines of different files are never joined (their problem sets can differ). Dashed: the
+    maj@k curve of each pool (k candidates cost k times the mean per candidate). The legend sits
+    beside the axes, never over the data."""
     if x not in X_AXES:
         raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
     import matplotlib
@@ -426,52 +488,50 @@ def plot(report: Mapping, path: str | Path, x: str = "tokens") -> Path:
     matplotlib.use("Agg")  # files only; never open a window
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    # One line per strategy: its points across files and across widths (best_of_n@4, best_of_n@16, ...).
-    groups: dict[str, list[str]] = {}
-    for name in dict.fromkeys(n for f in report["files"] for n in f["strategies"]):
-        groups.setdefault(name.split("@")[0], []).append(name)
-    several = len(report["files"]) > 1
-    for i, (group, members) in enumerate(groups.items()):
-        color = colors[i % len(colors)]
-        points = []
-        curve_labelled = set()
-        for file_index, f in enumerate(report["files"]):
+    line = 0
+    for f in report["files"]:
+        groups: dict[str, list[str]] = {}
+        for name in f["strategies"]:
+            groups.setdefault(name.split("@")[0], []).append(name)
+        for group, members in groups.items():
+            color = colors[line % len(colors)]
+            points = []
             for name in members:
-                s = f["strategies"].get(name)
-                if s is None or s["accuracy"] is None:
+                s = f["strategies"][name]
+                if s["accuracy"] is None:
                     continue
                 xv = s["mean_generated_tokens"] if x == "tokens" else s["mean_flops"]
-                points.append((xv, s["accuracy"], s["wilson"]))
+                points.append((xv, s["accuracy"], s["wilson"], name.split("@")[1] if "@" in name else str(s["pool_size"] or "")))
                 curve = s.get("curve") or []
                 per_candidate = _per_candidate(s, x)
                 if len(curve) > 1 and per_candidate:
-                    label = f"{group} maj@k" + (f" ({Path(f['path']).stem})" if several else "")
-                    ax.plot([p["k"] * per_candidate for p in curve], [p["maj_at_k"] for p in curve], color=color, alpha=0.6,
-                            label=None if label in curve_labelled else label,
-                            linestyle=("--", ":", "-.", (0, (5, 1)))[file_index % 4])  # one dash style per file
-                    curve_labelled.add(label)
-        name = group
-        if not points:
-            continue
-        points.sort()
-        xs, ys = [p[0] for p in points], [p[1] for p in points]
-        err = [[y - p[2][0] for y, p in zip(ys, points)], [p[2][1] - y for y, p in zip(ys, points)]]
-        ax.errorbar(xs, ys, yerr=err, fmt="o-", color=color, capsize=3, label=name)
-    positive = [v for line in ax.get_lines() for v in line.get_xdata() if v > 0]
+                    ax.plot([p["k"] * per_candidate for p in curve], [p["maj_at_k"] for p in curve], color=color,
+                            alpha=0.5, linestyle="--", linewidth=1)
+            if not points:
+                continue
+            points.sort()
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            err = [[y - p[2][0] for y, p in zip(ys, points)], [p[2][1] - y for y, p in zip(ys, points)]]
+            ax.errorbar(xs, ys, yerr=err, fmt="o-", color=color, capsize=3,
+                        label=_line_label(group, [p[3] for p in points], f))
+            line += 1
+    if line:
+        ax.plot([], [], color="gray", linestyle="--", linewidth=1, label="maj@k from a sampled pool")
+    positive = [v for ln in ax.get_lines() for v in ln.get_xdata() if v > 0]
     if positive and max(positive) / min(positive) > 20:
         ax.set_xscale("log")
     ax.set_xlabel("mean generated tokens per problem" if x == "tokens" else "mean FLOPs per problem")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("accuracy against compute")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+    ax.set_title("accuracy against compute (bars: 95% Wilson intervals)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 

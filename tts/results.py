@@ -24,6 +24,7 @@ import json
 import os
 import stat
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -51,6 +52,7 @@ def result_record(result: Result, *, config_hash: str, run_info: Mapping[str, An
     return {
         "id": trace.problem_id,
         "strategy": trace.strategy,
+        "question": question_text(result.problem),
         "answer": trace.answer,
         "reference": result.problem.answer,
         "correct": result.correct,
@@ -74,6 +76,28 @@ def result_record(result: Result, *, config_hash: str, run_info: Mapping[str, An
         **run_info,
         "format": FORMAT_VERSION,
     }
+
+
+def question_text(problem) -> str:
+    """What the model was asked, for readers of the file (``tts view``): the prompt, or the chat's turns."""
+    if problem.prompt is not None:
+        return problem.prompt
+    return "\n\n".join(f"[{m.role}] {m.content}" for m in problem.messages or ())
+
+
+class RunClock:
+    """Stamps each record of one ``tts run`` invocation with the seconds since it started, so a report
+    can tell a run's elapsed time (problems run concurrently: their wall times overlap, and summing them
+    overstates it many times). ``session`` tells invocations apart in a resumed file."""
+
+    def __init__(self) -> None:
+        import secrets
+
+        self.session = secrets.token_hex(6)
+        self.started = time.perf_counter()
+
+    def stamp(self) -> dict[str, Any]:
+        return {"session": self.session, "elapsed_s": round(time.perf_counter() - self.started, 3)}
 
 
 # ------------------------------------------------------------------------------ validation

@@ -174,6 +174,20 @@ class ForcedSample:
     waits: int = 0
     capped: bool = False  # thinking reached the maximum and was ended for the model
     budget_stop: str | None = None  # a later step the budget refused; the sample ends where it was
+    #: the returned text, and what each part of it is: (kind, start, end) character spans with kind
+    #: thinking (generated), wait (the injected Wait), cue (injected opener, delimiter, answer cue), answer
+    text: str = ""
+    segments: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def grow(self, text: str, piece: str, kind: str) -> str:
+        """``text + piece``, remembering what the piece is."""
+        if piece:
+            self.segments.append((kind, len(text), len(text) + len(piece)))
+        return text + piece
+
+    def grown(self, text: str, longer: str, kind: str) -> str:
+        """``longer`` (which extends ``text``), remembering what the added part is."""
+        return self.grow(text, longer[len(text):], kind)
 
 
 def _join(text: str, piece: str) -> str:
@@ -263,7 +277,8 @@ class ForcedGenerator:
             # thinking): nothing to force.
             completions = await self.gen.sample(chat, replace(params, seed=base), prefix=prefix)
             for c in completions:
-                self._record(ForcedSample(answer_tokens=c.num_tokens))
+                self._record(ForcedSample(answer_tokens=c.num_tokens, text=c.text,
+                                          segments=[("answer", 0, len(c.text))] if c.text else []))
             return completions
         already = self._thought_in_prefix(chat, prefix) if state == "thinking" and prefix else 0
         think_cap = self.policy.thinking_cap(params)
@@ -303,7 +318,7 @@ class ForcedGenerator:
         policy = self.policy
         think_cap = policy.thinking_cap(params)
         record = ForcedSample()
-        text = opened  # everything after the caller's prefix: what the returned completion holds
+        text = record.grow("", opened, "cue")  # everything after the caller's prefix: what the completion holds
         logprobs: list[float] = []
         segment = first
         step = 0
@@ -315,7 +330,7 @@ class ForcedGenerator:
                 record.thinking_tokens += segment.num_tokens
                 if segment.logprobs is not None:
                     logprobs.extend(segment.logprobs)
-                text += self._thinking_text(segment)
+                text = record.grow(text, self._thinking_text(segment), "thinking")
                 if segment.finish_reason in ("cancelled", "low_confidence"):
                     # Stopped by the engine for its own reasons (DeepConf's online stop): the trace ends.
                     return self._done(text, record, logprobs, last, segment.finish_reason, params)
@@ -327,19 +342,19 @@ class ForcedGenerator:
                 if not policy.should_wait(thought, record.waits):
                     break
                 record.waits += 1
-                text = _join(text, policy.wait_text)
+                text = record.grown(text, _join(text, policy.wait_text), "wait")
                 step += 1
                 seg_params = self._thinking_params(params, think_cap - thought, derive_seed(base, index, step))
                 segment = (await self.gen.sample(chat, replace(seg_params, n=1), prefix=prefix + text))[0]
             thought_text = text  # what the sample is if the budget refuses the answer step
             if record.capped or segment is None:
                 record.capped = True
-                text = _close(text, policy.think_end)
+                text = record.grown(text, _close(text, policy.think_end), "cue")
                 if policy.answer_cue:
-                    text += "\n\n" + policy.answer_cue
+                    text = record.grow(text, "\n\n" + policy.answer_cue, "cue")
             else:
                 # The model ended thinking itself; write back the delimiter the stop cut off.
-                text += policy.think_end
+                text = record.grow(text, policy.think_end, "cue")
             step += 1
             answer_params = replace(params, n=1, max_tokens=policy.answer_max_tokens or params.max_tokens,
                                     seed=derive_seed(base, index, step))
@@ -353,10 +368,13 @@ class ForcedGenerator:
         record.answer_tokens = answer.num_tokens
         if answer.logprobs is not None:
             logprobs.extend(answer.logprobs)
-        return self._done(text + answer.text, record, logprobs, answer, answer.finish_reason, params, first)
+        text = record.grow(text, answer.text, "answer")
+        return self._done(text, record, logprobs, answer, answer.finish_reason, params, first)
 
     def _done(self, text: str, record: ForcedSample, logprobs: list[float], last: Completion | None,
               finish: str, params: SamplingParams, first: Completion | None = None) -> Completion:
+        record.text = text
+        record.segments = [(kind, a, min(b, len(text))) for kind, a, b in record.segments if a < len(text)]
         self._record(record)
         head = first or last
         return Completion(
@@ -372,6 +390,19 @@ class ForcedGenerator:
         self.samples.append(record)
         self.ledger.record_thinking(record.thinking_tokens, record.answer_tokens)
 
+    def segments_of(self, candidates: Sequence[Any]) -> list[list[list[Any]] | None]:
+        """Per candidate, the [kind, start, end] spans of its text (thinking, wait, cue, answer), from the
+        sample whose text it is; None for a candidate that is not one forced sample's text as returned
+        (a search's path of several steps)."""
+        by_text: dict[str, ForcedSample] = {}
+        for s in self.samples:
+            by_text.setdefault(s.text, s)
+        out: list[list[list[Any]] | None] = []
+        for c in candidates:
+            s = by_text.get(c.text)
+            out.append([[kind, a, b] for kind, a, b in s.segments] if s is not None and c.text else None)
+        return out
+
     def summary(self) -> dict[str, Any]:
         """Totals for the trace info: thinking and answer tokens, Waits, capped samples."""
         return {
@@ -380,6 +411,8 @@ class ForcedGenerator:
             "waits": [s.waits for s in self.samples],
             "capped": sum(s.capped for s in self.samples),
             "samples": len(self.samples),
+            "think_end": self.policy.think_end,
+            "wait_text": self.policy.wait_text,
         }
 
 
@@ -447,7 +480,8 @@ class BudgetForced(Strategy):
         trace = await self._inner_for(problem, forced.policy.think_end).solve(problem, forced)  # type: ignore[arg-type]
         summary = forced.summary()
         info = {**trace.info, "thinking_tokens": summary["thinking_tokens"],
-                "answer_tokens": summary["answer_tokens"], "budget_forcing": summary}
+                "answer_tokens": summary["answer_tokens"], "budget_forcing": summary,
+                "segments": forced.segments_of(trace.candidates)}
         return replace(trace, strategy=self.name, info=info)
 
 

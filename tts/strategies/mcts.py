@@ -173,6 +173,7 @@ class MCTS(TreeSearch):
                 pool, ids = pool + [chosen_node], ids + [chosen_node.id]
             candidates, votes = s.choose(pool)[0], None
             chosen = ids.index(chosen_node.id) if chosen_node is not None else None
+            s.selection = f"most {self.final}"  # the path of most visited (or best valued) children
         info = {"parallel_batches": batches} if self.parallel > 1 else {}
         return s.trace(candidates, chosen, votes=votes, simulations=done,
                        root_visits=s.tree.root.visits, root_value=round(s.tree.root.value, 6), **info)

@@ -213,6 +213,8 @@ class Search:
         self.read = answer_reader(strategy.extract, problem)
         self.stopped: str | None = None
         self.engine_calls_per_step: list[int] = []
+        self.candidate_nodes: list[int] = []  # the tree node of each candidate (the last choose's pool)
+        self.selection: str | None = None
 
     # --- expansion ---------------------------------------------------------------------------------
     async def _sample(self, node: Node, k: int, greedy: bool) -> list[Step]:
@@ -289,6 +291,7 @@ class Search:
     def choose(self, pool: Sequence[Node], how: str | None = None) -> tuple[list[Candidate], int | None, dict | None]:
         """Candidates for the pool and the chosen one: best score, or a (weighted) vote over answers."""
         how = how or self.strategy.select
+        self.candidate_nodes, self.selection = [n.id for n in pool], how
         candidates = [self.candidate(n) for n in pool]
         scores = [c.scores[self.scorer.name] for c in candidates]
         chosen, totals = choose(how, [c.answer for c in candidates], scores, self.gen.seed)
@@ -299,7 +302,9 @@ class Search:
         tree = None if cap == 0 else self.tree.to_json(cap)
         return make_trace(self.problem, self.strategy.name, candidates, chosen, tree=tree,
                           scorer=self.scorer.name, nodes=len(self.tree.nodes),
-                          engine_calls_per_step=self.engine_calls_per_step, budget_stop=self.stopped, **info)
+                          engine_calls_per_step=self.engine_calls_per_step, budget_stop=self.stopped,
+                          candidate_nodes=self.candidate_nodes if len(self.candidate_nodes) == len(candidates) else None,
+                          selection=self.selection, **info)
 
 
 def best_first(nodes: Sequence[Node], key=lambda n: n.path_score) -> list[Node]:
