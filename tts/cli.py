@@ -481,8 +481,10 @@ def strategies_command() -> None:
 
 def _register_report() -> None:
     from .report import report_command
+    from .view.command import view_command
 
     cli.add_command(report_command)
+    cli.add_command(view_command)
 
 
 def _engine_options(items) -> dict:
