@@ -22,6 +22,7 @@ from .mcts import MCTS
 from .particles import ParticleFilter
 from .revise import Revise
 from .sampling import BestOfN, Majority, Single, WeightedMajority
+from .step_adaptive import MUR, PhiDecoding
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "single": Single,
@@ -36,6 +37,9 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "rebase": Rebase,
     "mcts": MCTS,
     "particle_filter": ParticleFilter,
+    # Step-level adaptive compute: M candidates only at uncertain steps; foresight-valued step sampling.
+    "mur": MUR,
+    "phi_decoding": PhiDecoding,
     # One budget-forced sample; any other strategy is forced by wrapping it (forcing.with_forcing).
     "budget_forcing": BudgetForced,
     # Per-question routing by a compute-optimal policy (routing.py; option routing_policy: a policy file).
@@ -66,6 +70,6 @@ def option_owners() -> list[type]:
 
 
 __all__ = [
-    "AdaptiveConsistency", "Auto", "BeamSearch", "BestOfN", "BudgetForced", "BudgetForcing", "DVTS", "DeepConf", "MCTS", "Majority", "ParticleFilter",
+    "AdaptiveConsistency", "Auto", "BeamSearch", "BestOfN", "BudgetForced", "BudgetForcing", "DVTS", "DeepConf", "MCTS", "Majority", "MUR", "ParticleFilter", "PhiDecoding",
     "Rebase", "Revise", "STRATEGIES", "Single", "WeightedMajority", "create", "option_owners",
 ]
