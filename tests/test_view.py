@@ -204,13 +204,13 @@ INFO_KEYS = st.sampled_from(["tree", "votes", "candidate_nodes", "particles", "s
 def test_any_info_gives_a_detail_and_a_reason(info):
     """A results file's info is free-form; whatever it holds, the page's data is built and every field it
     draws from has the shape the script expects (or is left out)."""
-    from tts.view.page import detail
+    from tts.view.page import _safe_json, detail
 
     rec = record(texts=("a", "b"), answers=("1", "2"), chosen=1)
     rec["info"] = info
     d = detail(rec)
     assert isinstance(d["why"], str) and d["why"]
-    json.dumps(d, allow_nan=False)
+    json.loads(_safe_json(d))  # strict JSON: what the page's JSON.parse reads
     tree = d["info"].get("tree")
     if tree is not None:
         ids = {n["id"] for n in tree["nodes"]}

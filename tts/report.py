@@ -29,7 +29,7 @@ import math
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import click
 
@@ -294,9 +294,11 @@ def _level_key(level: Any) -> tuple:
     return (0, level, "") if isinstance(level, (int, float)) and not isinstance(level, bool) else (1, 0, str(level))
 
 
-def build_report(files: Sequence[str | Path], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
+def build_report(files: Sequence[str | Path], *, seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES,
+                 each: Callable[[int, Mapping], None] | None = None) -> dict:
     """The whole report as plain data (what ``--json`` prints). Each file is read once, as a stream
-    (every line checked: type, fields, digest, duplicates), into one tally per strategy and level."""
+    (every line checked: type, fields, digest, duplicates), into one tally per strategy and level;
+    ``each(file index, record)`` sees every record on the way (``tts view`` keeps its own part)."""
     from .results import ResultsFileError, iter_records
 
     out_files = []
@@ -310,6 +312,8 @@ def build_report(files: Sequence[str | Path], *, seed: int = 0, resamples: int =
         try:
             for rec in iter_records(path):
                 count += 1
+                if each is not None:
+                    each(len(out_files), rec)
                 name = rec["strategy"]
                 tallies.setdefault(name, Tally()).add(rec, seed=seed)
                 level = (rec.get("metadata") or {}).get("level")

@@ -37,8 +37,12 @@ class ViewError(ValueError):
 
 
 def _safe_json(value: Any) -> str:
-    """JSON that can sit inside a <script> element whatever its strings hold."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    """JSON that can sit inside a <script> element whatever its strings hold (a non-finite number, which
+    a results line may hold and JSON may not, becomes null)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        text = json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026") \
         .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
@@ -47,7 +51,7 @@ def _finite(value: Any) -> Any:
     """``value`` with every non-finite float made None (JSON has no NaN; a hand-made file may hold one)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return {str(k): _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
@@ -62,14 +66,19 @@ def _number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+#: the numbers of a tree node the page shows (a zero count is left out, a zero score is not)
+NODE_NUMBERS = ("score", "path_score", "rank_score", "value", "prior", "visits", "num_tokens", "path_tokens",
+                "prompt_tokens", "cached_prompt_tokens")
+
+
 def _tree(tree: Any) -> dict | None:
     """The trace's tree if it is one the page can draw (nodes with unique integer ids, parents and children
     that are ids of the tree), else None. A results file's ``info`` is free-form: a hand-made or foreign
     one must not break the page."""
-    if not isinstance(tree, Mapping) or not isinstance(tree.get("nodes"), list):
+    if not isinstance(tree, dict) or not isinstance(tree.get("nodes"), list):
         return None
     nodes = tree["nodes"]
-    if not all(isinstance(n, Mapping) and _int(n.get("id")) for n in nodes):
+    if not all(isinstance(n, dict) and _int(n.get("id")) for n in nodes):
         return None
     position = {n["id"]: i for i, n in enumerate(nodes)}
     if len(position) != len(nodes):
@@ -81,15 +90,20 @@ def _tree(tree: Any) -> dict | None:
     out = []
     for n in nodes:
         children = n.get("children") if isinstance(n.get("children"), list) else []
-        node = {**n, "parent": parent_of[n["id"]],
+        # only what the page draws, and no empty fields: a 500-node tree is most of a record's size
+        node = {"id": n["id"], "parent": parent_of[n["id"]],
                 "children": list(dict.fromkeys(c for c in children if _int(c) and parent_of.get(c) == n["id"])),
                 "step": n.get("step") if isinstance(n.get("step"), str) else "",
                 "kind": n.get("kind") if isinstance(n.get("kind"), str) else "step",
                 "depth": n["depth"] if _int(n.get("depth")) and 0 <= n["depth"] <= 10_000 else 0,
                 "finished": n.get("finished") is True}
-        for key in ("score", "path_score", "rank_score", "value", "prior", "visits", "num_tokens", "path_tokens",
-                    "prompt_tokens", "cached_prompt_tokens"):
-            node[key] = n.get(key) if _number(n.get(key)) else None
+        for key in NODE_NUMBERS:
+            if _number(n.get(key)) and (n[key] or key in ("score", "path_score", "rank_score")):
+                node[key] = n[key]
+        if isinstance(n.get("finish_reason"), str):
+            node["finish_reason"] = n["finish_reason"]
+        if _int(n.get("group")):
+            node["group"] = n["group"]
         out.append(node)
     truncated = tree.get("truncated")
     return {"nodes": out, "truncated": truncated if _int(truncated) else 0}
@@ -104,7 +118,7 @@ def _clean_info(info: Mapping, candidates: int) -> dict:
         if tree is not None:
             info["tree"] = tree
     checks = {
-        "votes": lambda v: isinstance(v, Mapping) and all(_number(x) for x in v.values()),
+        "votes": lambda v: isinstance(v, dict) and all(_number(x) for x in v.values()),
         "candidate_nodes": lambda v: isinstance(v, list) and len(v) == candidates and all(_int(x) for x in v),
         "particles": lambda v: isinstance(v, list) and all(isinstance(r, list) and all(_int(x) for x in r) for r in v),
         "segments": lambda v: isinstance(v, list) and all(
@@ -122,7 +136,7 @@ def detail(record: Mapping) -> dict:
     """What the page shows of one problem when it is opened."""
     candidates = record.get("candidates") or []
     info = _clean_info(record.get("info") or {}, len(candidates))
-    return _finite({
+    return {
         "id": record.get("id"), "strategy": record.get("strategy"), "question": record.get("question"),
         "reference": record.get("reference"), "answer": record.get("answer"), "correct": record.get("correct"),
         "outcome": explain.outcome(record), "chosen": record.get("chosen"),
@@ -130,7 +144,7 @@ def detail(record: Mapping) -> dict:
         "candidates": candidates, "info": info,
         "ledger": record.get("ledger") or {}, "metadata": record.get("metadata") or {},
         "dataset": record.get("dataset"), "model": record.get("model"),
-    })
+    }
 
 
 def _add_ledger(totals: dict, ledger: Mapping) -> None:
@@ -140,38 +154,34 @@ def _add_ledger(totals: dict, ledger: Mapping) -> None:
 
 
 def collect(files: Sequence[str | Path]) -> tuple[dict, list[str]]:
-    """The page's data and the detail blocks of its records, in row order. Each file is checked and read
-    as ``tts report`` reads it (a file that is not a results file is a ViewError naming it)."""
+    """The page's data and the detail blocks of its records, in row order. Each file is read once, checked
+    as ``tts report`` checks it (a file that is not a results file is a ViewError naming it)."""
     from ..report import ReportError, build_report
-    from ..results import ResultsFileError, iter_records
+    from ..results import ResultsFileError
 
-    try:
-        report = build_report(files)
-    except (ReportError, ResultsFileError) as exc:
-        raise ViewError(str(exc)) from None
     strategies: list[list] = []  # index -> [file index, strategy name]
     index: dict[tuple[int, str], int] = {}
     rows: list[list] = []
     details: list[str] = []
-    ledgers: list[dict[str, dict]] = []
-    for file_index, path in enumerate(files):
-        totals: dict[str, dict] = {}
-        try:
-            for record in iter_records(path):
-                key = (file_index, record["strategy"])
-                if key not in index:
-                    index[key] = len(strategies)
-                    strategies.append([file_index, record["strategy"]])
-                rows.append(explain.row(record, file_index, index[key]))
-                details.append(_safe_json(detail(record)))
-                _add_ledger(totals.setdefault(record["strategy"], {}), record.get("ledger") or {})
-        except ResultsFileError as exc:  # the file changed since the report read it
-            raise ViewError(str(exc)) from None
-        ledgers.append(totals)
+    ledgers: list[dict[str, dict]] = [{} for _ in files]
+
+    def keep(file_index: int, record: Mapping) -> None:
+        key = (file_index, record["strategy"])
+        if key not in index:
+            index[key] = len(strategies)
+            strategies.append([file_index, record["strategy"]])
+        rows.append(explain.row(record, file_index, index[key]))
+        details.append(_safe_json(detail(record)))
+        _add_ledger(ledgers[file_index].setdefault(record["strategy"], {}), record.get("ledger") or {})
+
+    try:
+        report = build_report(files, each=keep)
+    except (ReportError, ResultsFileError) as exc:
+        raise ViewError(exc.format_message() if isinstance(exc, ReportError) else str(exc)) from None
     for f, totals in zip(report["files"], ledgers):
         f["ledger_totals"] = totals
-    data = {"report": _finite(report), "strategies": strategies, "fields": list(explain.ROW_FIELDS),
-            "outcomes": list(explain.OUTCOMES), "rows": _finite(rows)}
+    data = {"report": report, "strategies": strategies, "fields": list(explain.ROW_FIELDS),
+            "outcomes": list(explain.OUTCOMES), "rows": rows}
     return data, details
 
 
