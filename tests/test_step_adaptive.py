@@ -168,6 +168,19 @@ def test_phi_decoding_draws_the_next_step_by_softmax_of_foresight_values():
     assert again.trace.info["path"] == t.info["path"]
 
 
+def test_phi_decoding_values_leave_the_shared_path_out():
+    # Under min, a candidate's value is the weakest of its own step and its foresight steps: the chosen
+    # path before it (shared by all candidates) would otherwise make them all alike. One candidate per
+    # step: A (foresight AA), then AB (foresight ABA; AA was the foresight's draw from A).
+    scores = {"A": 0.05, "AA": 0.7, "AB": 0.9, "ABA": 0.6}
+    strategy = PhiDecoding(n=1, foresight=1, value="verifier", aggregation="min", scorer=scorer(scores),
+                           params=PARAMS)
+    [r] = solve(strategy, ScriptedBackend(script({}, {})))
+    first, second = r.trace.info["phi"][:2]
+    assert [name_of(r.trace, first["chosen"]), name_of(r.trace, second["chosen"])] == ["A", "AB"]
+    assert first["verifier"] == pytest.approx([0.05]) and second["verifier"] == pytest.approx([0.6])
+
+
 def test_phi_decoding_selection_frequencies_follow_the_foresight_values():
     strategy = PhiDecoding(n=3, foresight=1, value="verifier", temperature=0.5, scorer=scorer(PHI_SCORES),
                            params=PARAMS, max_depth=2)

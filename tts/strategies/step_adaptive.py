@@ -12,8 +12,9 @@
 * :class:`PhiDecoding` (phi-decoding, Xu et al. 2025, adaptive foresight sampling), with one beam: at each
   step ``n`` candidate next steps are sampled in one request; each is rolled out greedily
   ``foresight_steps`` steps further (default to the end of the solution), all rollouts concurrently;
-  each candidate is valued by where its foresight got: the step scorer's score of the foresight's end
-  (its path score), the foresight's likelihood (mean token log-probability of the candidate and its
+  each candidate is valued by where its foresight got: the step scorer's scores of the candidate's step
+  and its foresight steps, combined by ``aggregation`` (the shared path before them is left out, so a
+  weak early step does not make every candidate look alike under ``min``), the foresight's likelihood (mean token log-probability of the candidate and its
   rollout), or both (the mean of the two softmax distributions, as phi-decoding joins its two
   distributions). The next step is drawn from softmax(value / temperature) with an RNG seeded from the
   problem's seed. Optional in-width pruning (``phi_prune``: candidates whose own mean token
@@ -43,6 +44,7 @@ from ..options import MAX_DEPTH, option
 from ..runtime import Generator, derive_seed
 from ..types import Problem, Trace
 from ..data.grading import vote_key_for
+from ..verifiers.prm import aggregate
 from .beam import tree_temperature_option
 from .sampling import samples_option
 from .tree import Node, Search, TreeSearch, best_first, softmax
@@ -174,8 +176,12 @@ class PhiDecoding(TreeSearch):
             if scored:
                 fresh = {n.id: n for k, e in zip(live, ends) for n in [k, *s.tree.path(e)[k.depth:]]}
                 await score_or_stop(s, list(fresh.values()))
-            verifier = [e.path_score for e in ends]
-            likelihood = [mean_logprob(s.tree.path(e)[k.depth - 1:]) for k, e in zip(live, ends)]
+            # Values over what differs between candidates: each one's own step and its foresight (the
+            # shared path before them would dominate a min or product aggregation for all alike).
+            own = [s.tree.path(e)[k.depth - 1:] for k, e in zip(live, ends)]
+            verifier = [aggregate([n.score for n in nodes if n.score is not None], self.aggregation)
+                        if scored else None for nodes in own]
+            likelihood = [mean_logprob(nodes) for nodes in own]
             probs = self.distribution(verifier, likelihood)
             pick = rng.choices(range(len(live)), weights=probs)[0]
             chosen, end = live[pick], ends[pick]
