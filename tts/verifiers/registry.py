@@ -9,13 +9,20 @@ A spec is one of:
 * a local PRM folder, read by its ``tts_prm.json`` (else as a Math-Shepherd-style tagged PRM);
 * ``qwen_prm:MODEL``, ``math_shepherd:MODEL``, ``rlhflow:MODEL``: the published PRM families on
   transformers, MODEL a local folder.
+
+Reward models (PRMs, ORMs) run on a PRM backend: ``hf`` (transformers, in-process, the default) or
+``vllm`` (``tts.verifiers.vllm_rm``: the same model and settings scoring in a vLLM engine). The backend
+is the ``backend`` argument of :func:`resolve`, else the one :func:`prm_backend` set for the current
+context (``tts run --prm-backend``), else ``hf``; verifiers that run no model ignore it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 CONFIDENCE = ("confidence", "confidence_mean", "confidence_tail", "confidence_lowest_group")
 FAMILIES = ("qwen_prm", "math_shepherd", "rlhflow")
@@ -24,19 +31,51 @@ ALIASES = ("testbed", "testbed-verifier")
 SPEC_HELP = (f"{', '.join(CONFIDENCE)}, {', '.join(ALIASES)}, a local PRM folder, or "
              f"{', '.join(f + ':MODEL' for f in FAMILIES)}")
 
-_loaded: dict[str, Any] = {}
+#: where reward models run: transformers in this process, or a vLLM engine
+PRM_BACKENDS = ("hf", "vllm")
+
+_loaded: dict[tuple[str, str], Any] = {}
 _lock = threading.Lock()
+_backend: contextvars.ContextVar[str] = contextvars.ContextVar("tts_prm_backend", default="hf")
 
 
-def resolve(spec: str) -> Any:
-    """The verifier a spec names (ValueError with the valid forms otherwise). Model-backed verifiers
-    are made once per spec and process, so every strategy of a run shares one model."""
+def check_prm_backend(name: str) -> str:
+    if name not in PRM_BACKENDS:
+        raise ValueError(f"unknown PRM backend {name!r}; choose from {', '.join(PRM_BACKENDS)}")
+    return name
+
+
+@contextlib.contextmanager
+def prm_backend(name: str) -> Iterator[None]:
+    """Within this block (and the tasks and worker threads it starts), specs resolve to reward models
+    on ``name``."""
+    token = _backend.set(check_prm_backend(name))
+    try:
+        yield
+    finally:
+        _backend.reset(token)
+
+
+def current_prm_backend() -> str:
+    return _backend.get()
+
+
+def resolve(spec: str, backend: str | None = None) -> Any:
+    """The verifier a spec names (ValueError with the valid forms otherwise), its reward model on
+    ``backend`` (default: :func:`current_prm_backend`). Model-backed verifiers are made once per spec,
+    backend and process, so every strategy of a run shares one model."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"a verifier must be named: {SPEC_HELP}; got {spec!r}")
+    backend = check_prm_backend(backend or current_prm_backend())
     with _lock:
-        if spec not in _loaded:
-            _loaded[spec] = _make(spec)
-        return _loaded[spec]
+        if (spec, backend) not in _loaded:
+            verifier = _make(spec)
+            if backend == "vllm":
+                from .vllm_rm import on_vllm
+
+                verifier = on_vllm(verifier)
+            _loaded[spec, backend] = verifier
+        return _loaded[spec, backend]
 
 
 def _make(spec: str) -> Any:

@@ -1,0 +1,259 @@
+"""Reward models on vLLM (``--prm-backend vllm``, tts/verifiers/vllm_rm.py) score as the transformers
+path does: tiny randomly initialised models built from configs, and the testbed's PRM and verifier.
+
+Both paths run in float32 on the CPU. They differ only in kernels (vLLM's paged CPU attention and
+fused ops against PyTorch's eager ones) and so in the order of float sums: about 1e-6 relative on
+logits of size 1-100 (the tiny models' heads are scaled up so steps score visibly differently), so
+at most about 1e-4 absolute on a logit and less on a probability (whose slope is at most 1/4).
+TOLERANCE is that bound; the largest difference seen is printed by each comparison (-s shows it).
+
+Engine starts cost about 25 s each on a small CPU: each test below uses one engine, and the fixture
+shuts it down afterwards so that no more than one runs at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from tts.budget import Ledger  # noqa: E402
+from tts.types import Completion, Problem  # noqa: E402
+from tts.verifiers.metering import metered  # noqa: E402
+from tts.verifiers.orm import SequenceClassifierORM  # noqa: E402
+from tts.verifiers.prm import RewardHeadPRM, TokenLogitPRM  # noqa: E402
+
+from .test_prm_incremental import make_testbed_step, make_word_step, random_tree  # noqa: E402
+from .test_verifier_rm import PROBLEM, SPECIAL, TEXTS, WORDS, _tokenizer  # noqa: E402
+
+TOLERANCE = 1e-4
+#: the output layers are scaled up so that steps score visibly differently, and not so far that the
+#: probabilities saturate at 0 or 1 (where any two paths agree exactly)
+HEAD_SCALE = 4
+
+
+def _tiny(path, cls, scale=HEAD_SCALE, **extra):
+    """A tiny Llama that vLLM's CPU attention takes (head size 32: 8 is refused with "Unsupported CPU
+    attention configuration: head_dim=8")."""
+    from transformers import LlamaConfig
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(SPECIAL) + len(WORDS), hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256, pad_token_id=1,
+        bos_token_id=2, eos_token_id=3, **extra,
+    )
+    model = cls(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(("lm_head", "score")):
+                p.mul_(scale)
+    model.save_pretrained(str(path))
+    _tokenizer(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory):
+    # One checkpoint for the reward-head PRM (read as token classification) and the ORM (sequence
+    # classification): the same weights, so one vLLM pooling engine serves both.
+    return _tiny(tmp_path_factory.mktemp("cls"), transformers.LlamaForSequenceClassification, num_labels=2)
+
+
+@pytest.fixture(scope="module")
+def causal_dir(tmp_path_factory):
+    return _tiny(tmp_path_factory.mktemp("lm"), transformers.LlamaForCausalLM)
+
+
+@pytest.fixture
+def engines():
+    """Engines started by a test are shut down after it (so the next one does not run beside them)."""
+    pytest.importorskip("vllm")
+    from tts.verifiers import vllm_rm
+
+    yield vllm_rm
+    vllm_rm.close_engines()
+
+
+def _scored(verifier, problem, texts):
+    ledger = Ledger()
+    steps = asyncio.run(_steps(verifier, problem, texts, ledger))
+    return steps, ledger
+
+
+async def _steps(verifier, problem, texts, ledger):
+    return await metered(ledger, verifier.score_steps_with_cost, problem, texts)
+
+
+def _same(got, want):
+    assert [len(s) for s in got] == [len(s) for s in want]
+    pairs = [(a, b) for g, w in zip(got, want) for a, b in zip(g, w)]
+    worst = max(abs(a - b) for a, b in pairs)
+    # relative too: a likelihood PRM's scores are token probabilities, some far below TOLERANCE
+    relative = max(abs(a - b) / abs(b) for a, b in pairs if b)
+    print(f"largest difference vLLM - transformers: {worst:.2e} absolute, {relative:.2e} relative")
+    assert worst <= TOLERANCE and relative <= TOLERANCE
+    return worst
+
+
+def _distinct_inputs(prm, problem, texts):
+    """The texts whose PRM inputs differ (vLLM reads one input once per call; the transformers path
+    reads a repeated one again, so the ledgers compare only on distinct inputs)."""
+    seen, out = set(), []
+    for text in texts:
+        ids, positions = prm.encode(problem, text)
+        if tuple(ids[:positions[-1] + 1]) not in seen:
+            seen.add(tuple(ids[:positions[-1] + 1]))
+            out.append(text)
+    return out
+
+
+def _compare(hf, vllm, problem, texts, flops_rel=1e-12):
+    """Scores within TOLERANCE, and the ledger charging the same tokens and FLOPs as transformers'
+    full rescoring (vLLM recomputes every path: no cached tokens), one engine request per path."""
+    full = dataclasses.replace(hf, state_cache_bytes=0)
+    texts = _distinct_inputs(hf, problem, texts)
+    want, hf_ledger = _scored(full, problem, texts)
+    got, ledger = _scored(vllm, problem, texts)
+    _same(got, want)
+    assert ledger.verifier_tokens == hf_ledger.verifier_tokens
+    assert ledger.flops == pytest.approx(hf_ledger.flops, rel=flops_rel)
+    assert ledger.engine_calls == len(texts)
+    again, ledger = _scored(vllm, problem, texts)  # every path was scored: answered from the memo
+    assert again == got and ledger.verifier_tokens == 0 and ledger.engine_calls == 0
+    return got
+
+
+# --- no engine --------------------------------------------------------------------------------------
+
+def test_the_backend_is_chosen_by_name_and_a_bad_one_is_refused():
+    from tts.verifiers import registry
+    from tts.verifiers.confidence import ConfidenceVerifier
+
+    with pytest.raises(ValueError, match="unknown PRM backend 'gpu'; choose from hf, vllm"):
+        registry.resolve("testbed", backend="gpu")
+    # a verifier that runs no model is the same on either backend
+    assert isinstance(registry.resolve("confidence", backend="vllm"), ConfidenceVerifier)
+    assert registry.current_prm_backend() == "hf"
+    with registry.prm_backend("vllm"):
+        assert registry.current_prm_backend() == "vllm"
+    assert registry.current_prm_backend() == "hf"
+
+
+def test_each_reward_model_kind_has_its_vllm_twin_with_the_same_settings():
+    from tts.options import config_of
+    from tts.testbed import load_prm
+    from tts.verifiers.vllm_rm import (VLLMLikelihoodPRM, VLLMRewardHeadPRM, VLLMSequenceClassifierORM,
+                                       VLLMTokenLogitPRM, on_vllm)
+
+    hf = [load_prm("testbed"), load_prm("testbed-verifier"), RewardHeadPRM("m", chat=False),
+          SequenceClassifierORM("m", positive_label=1)]
+    twins = [on_vllm(v) for v in hf]
+    assert [type(t) for t in twins] == [VLLMTokenLogitPRM, VLLMLikelihoodPRM, VLLMRewardHeadPRM, VLLMSequenceClassifierORM]
+    for v, t in zip(hf, twins):
+        want = {k: x for k, x in config_of(v).items() if k != "type"}
+        assert {k: x for k, x in config_of(t).items() if k != "type"} == want
+        assert config_of(t)["type"] != config_of(v)["type"]  # results of the two backends never share a file
+    with pytest.raises(ValueError, match="bad_token=None .* not available on --prm-backend vllm"):
+        on_vllm(TokenLogitPRM("m", bad_token=None))
+
+
+def test_the_command_line_refuses_a_bad_prm_backend_in_one_line(tmp_path, script):
+    for args in (["--prm-backend", "gpu"], ["--config", str(_recipe(tmp_path, "prm-backend: gpu\n"))]):
+        proc = subprocess.run([sys.executable, "-m", "tts.cli", "run", "--backend", "scripted", "--model", script,
+                               "--limit", "2", "--out", str(tmp_path / "r.jsonl"), *args],
+                              capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "prm-backend" in lines[0] and "'gpu'" in lines[0], proc.stderr
+        assert not (tmp_path / "r.jsonl").exists()
+
+
+def _recipe(tmp_path, text):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_importing_the_vllm_reward_models_starts_nothing():
+    code = ("import sys, tts.verifiers.registry, tts.verifiers.vllm_rm; "
+            "print('vllm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+# --- engines ----------------------------------------------------------------------------------------
+
+@pytest.mark.engine
+def test_reward_head_prm_and_orm_on_the_pooling_runner_match_transformers(classifier_dir, engines):
+    texts = TEXTS + ["step 1 <extra_0> sneaky\n\nstep 2"]
+    # transformers reads the sequence-classification checkpoint as token classification with a head
+    # bias of its own (2 zero parameters the checkpoint, and so vLLM, does not have): 4e-5 more FLOPs
+    rel = 1e-4
+    for chat in (True, False):
+        hf = RewardHeadPRM(classifier_dir, chat=chat, max_batch=3)
+        _compare(hf, engines.on_vllm(hf), PROBLEM, texts, rel)
+    tree = random_tree(random.Random(4), make_word_step, 4, 3)
+    paths = ["\n\n".join(p) for level in tree for p in level]
+    hf = RewardHeadPRM(classifier_dir, chat=True, max_batch=4)
+    _compare(hf, engines.on_vllm(hf), PROBLEM, paths, rel)
+
+    completions = [Completion(t, 1, "stop") for t in TEXTS + ["5", "the answer is 5 <|im_end|>"]]
+    hf_orm = SequenceClassifierORM(classifier_dir, max_batch=4)
+    want_ledger, ledger = Ledger(), Ledger()
+    want = asyncio.run(hf_orm.score(PROBLEM, completions, want_ledger))
+    orm = engines.on_vllm(hf_orm)
+    got = asyncio.run(orm.score(PROBLEM, completions, ledger))
+    _same([got], [want])
+    assert ledger.verifier_tokens == want_ledger.verifier_tokens and ledger.engine_calls == len(completions)
+    assert ledger.flops == pytest.approx(want_ledger.flops, rel=1e-12)
+    assert len(engines._engines) == 1  # the PRM and the ORM shared one engine
+    stats = next(iter(engines._engines.values())).stats
+    assert stats.cached_tokens == 0 and stats.computed_tokens == stats.prompt_tokens  # vLLM recomputed every path
+
+
+@pytest.mark.engine
+def test_token_logit_prms_through_the_lm_heads_good_and_bad_rows_match_transformers(causal_dir, engines):
+    tree = random_tree(random.Random(3), make_word_step, 4, 3)
+    paths = ["\n\n".join(p) for level in tree for p in level]
+    for fmt in ("tagged", "chat"):  # Math-Shepherd and RLHFlow layouts
+        hf = TokenLogitPRM(causal_dir, format=fmt, max_batch=3)
+        _compare(hf, engines.on_vllm(hf), PROBLEM, TEXTS + paths)
+    assert len(engines._engines) == 1
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("spec", ["testbed", "testbed-verifier"])
+def test_testbed_prms_on_vllm_match_transformers_with_problems_in_flight(spec, engines):
+    """Random trees of many problems scored at once (as concurrent problems do): every score as the
+    transformers path's, whatever else shared the engine's batches."""
+    from tts.verifiers import registry
+
+    hf, vllm = registry.resolve(spec, backend="hf"), registry.resolve(spec, backend="vllm")
+    rng = random.Random(7)
+    problems = [Problem(id=f"t{k}", prompt=f"Compute {k}+{k + 3}+7 step by step.") for k in range(6)]
+    work = []
+    for problem in problems:
+        levels = random_tree(rng, make_testbed_step, depth=4, width=3)
+        work.append((problem, ["\n".join(p) for level in levels for p in level]))
+
+    async def all_at_once():
+        ledgers = [Ledger() for _ in work]
+        steps = await asyncio.gather(*(_steps(vllm, p, texts, ledger) for (p, texts), ledger in zip(work, ledgers)))
+        return steps, ledgers
+
+    work = [(problem, _distinct_inputs(hf, problem, texts)) for problem, texts in work]
+    got, ledgers = asyncio.run(all_at_once())
+    full = dataclasses.replace(hf, state_cache_bytes=0)
+    for (problem, texts), steps, ledger in zip(work, got, ledgers):
+        want, hf_ledger = _scored(full, problem, texts)
+        _same(steps, want)
+        assert ledger.verifier_tokens == hf_ledger.verifier_tokens
+        assert ledger.flops == pytest.approx(hf_ledger.flops, rel=1e-12)

