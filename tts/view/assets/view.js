@@ -10,7 +10,7 @@
   const STRATEGIES = DATA.strategies; // index -> [file index, strategy name]
   const FILES = DATA.report.files;
   const ROW_H = 26;
-  const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#d1242f", "#57606a", "#fb8500", "#6639ba"];
+  const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#8250df", "#bf8700", "#1b7c83", "#e85aad", "#0a3069", "#fb8500", "#6e7781"];
 
   // ---------------------------------------------------------------- small helpers
   function el(tag, attrs, ...children) {
@@ -62,7 +62,7 @@
     FILES.forEach((f) => {
       const what = [f.datasets.join(", "), f.models.join(", "), `${f.records} records`].filter(Boolean).join(" · ");
       host.append(el("div", { class: "file-title" }, fileName(f.path), el("span", { class: "muted" }, "  " + what)));
-      const head = ["strategy", "problems", "accuracy (95% CI)", "pass@N", "gen tokens / problem", "FLOPs / problem",
+      const head = ["strategy", "problems", "accuracy (95% CI)", "pass@N", "gen tokens per problem", "FLOPs per problem",
         "gen tokens", "prompt tokens", "cached prompt", "verifier tokens", "engine calls", "FLOPs", "elapsed s"];
       const table = el("table", { class: "run-table" },
         el("tr", {}, head.map((h, i) => el("th", { class: i > 0 && i !== 2 ? "num" : "" }, h))));
@@ -78,7 +78,7 @@
           el("td", { class: "num" }, int(t.engine_calls)), el("td", { class: "num" }, sci(t.flops)),
           el("td", { class: "num" }, isNum(s.elapsed_seconds) ? fixed(s.elapsed_seconds, 1) : "–")));
       }
-      host.append(table);
+      host.append(el("div", { class: "table-scroll" }, table));
     });
   }
 
@@ -123,6 +123,10 @@
     host.textContent = "";
     const lines = chartLines();
     const points = lines.flatMap((l) => l.members.map((m) => (axis === "tokens" ? m.s.mean_generated_tokens : m.s.mean_flops)));
+    for (const l of lines) for (const m of l.members) {  // the maj@k curves' extent too
+      const per = axis === "tokens" ? m.s.mean_tokens_per_candidate : (m.s.pool_size ? m.s.mean_flops / m.s.pool_size : null);
+      for (const c of (m.s.curve || [])) if (per > 0) points.push(c.k * per);
+    }
     const positive = points.filter((x) => x > 0);
     if (!positive.length) { host.append(el("p", { class: "hint" }, "No graded results with compute to plot.")); return; }
     const W = 980, H = 320, L = 56, R = 360, T = 14, B = 44;
@@ -148,6 +152,16 @@
       const color = COLORS[i % COLORS.length];
       const pts = line.members.map((m) => ({ x: axis === "tokens" ? m.s.mean_generated_tokens : m.s.mean_flops, s: m.s, name: m.name }))
         .filter((p) => p.x > 0).sort((a, b) => a.x - b.x);
+      // dashed: maj@k of each pool, k candidates costing k times the mean per candidate (as tts report --plot)
+      for (const m of line.members) {
+        const curve = m.s.curve || [];
+        const per = axis === "tokens" ? m.s.mean_tokens_per_candidate : (m.s.pool_size ? m.s.mean_flops / m.s.pool_size : null);
+        const usable = curve.filter((c) => isNum(c.maj_at_k) && per > 0 && c.k * per >= lo && c.k * per <= hi);
+        if (usable.length > 1) {
+          root.append(svg("polyline", { class: "maj-curve", points: usable.map((c) => `${X(c.k * per)},${Y(c.maj_at_k)}`).join(" "),
+            fill: "none", stroke: color, "stroke-width": 1, "stroke-dasharray": "4 3", opacity: 0.4 }));
+        }
+      }
       if (pts.length > 1) root.append(svg("polyline", { points: pts.map((p) => `${X(p.x)},${Y(p.s.accuracy)}`).join(" "), fill: "none", stroke: color, "stroke-width": 2 }));
       for (const p of pts) {
         const [a, b] = p.s.wilson || [p.s.accuracy, p.s.accuracy];
@@ -160,6 +174,9 @@
       root.append(svg("line", { x1: W - R + 16, x2: W - R + 36, y1: ly, y2: ly, stroke: color, "stroke-width": 2 }));
       root.append(svg("text", { x: W - R + 42, y: ly + 4, "font-size": 11 }, line.label));
     });
+    const ly = T + 8 + lines.length * 18;
+    root.append(svg("line", { x1: W - R + 16, x2: W - R + 36, y1: ly, y2: ly, stroke: "#57606a", "stroke-dasharray": "4 3" }));
+    root.append(svg("text", { x: W - R + 42, y: ly + 4, "font-size": 11 }, "maj@k from a sampled pool"));
     host.append(root);
   }
 
@@ -395,7 +412,7 @@
       detail.append(el("h3", {}, `node ${n.id}: ${st}${onPath.has(n.id) ? ", on the chosen path" : ""}`),
         el("pre", { class: "text", id: "node-step" }, n.step || ""),
         fieldTable([
-          ["depth", n.depth], ["parent", n.parent === null ? "–" : n.parent], ["kind", n.kind], ["step score", short(n.score)],
+          ["depth", n.depth], [info.particles ? "parent (resampled from)" : "parent", n.parent === null ? "–" : n.parent], ["kind", n.kind], ["step score", short(n.score)],
           ["path score", short(n.path_score)], ["rank score", short(n.rank_score)], ["visits", n.visits], ["value", short(n.value)],
           ["prior", short(n.prior)], ["step tokens", int(n.num_tokens)], ["path tokens", int(n.path_tokens)],
           ["prompt tokens", int(n.prompt_tokens)], ["cached prompt tokens", int(n.cached_prompt_tokens)],
