@@ -161,6 +161,10 @@ def test_each_reward_model_kind_has_its_vllm_twin_with_the_same_settings():
         want = {k: x for k, x in config_of(v).items() if k != "type"}
         assert {k: x for k, x in config_of(t).items() if k != "type"} == want
         assert config_of(t)["type"] != config_of(v)["type"]  # results of the two backends never share a file
+    from tts.verifiers.base import StepVerifier, Verifier
+
+    assert all(isinstance(t, StepVerifier) for t in twins[:3]) and isinstance(twins[3], Verifier)
+    assert not isinstance(twins[3], StepVerifier)
     with pytest.raises(ValueError, match="bad_token=None .* not available on --prm-backend vllm"):
         on_vllm(TokenLogitPRM("m", bad_token=None))
 
