@@ -110,6 +110,23 @@ def test_mur_spends_m_candidates_exactly_on_uncertain_steps_and_takes_the_best_s
     assert [name_of(t, i) for i in t.info["path"]] == ["A", "AC", "ACA", "ACAD"]
 
 
+def test_mur_warmup_zero_checks_the_first_step_against_a_momentum_of_zero():
+    # A's confidence exp(-0.5) = 0.61 < 0.8 * exp(0): with no warm-up the first step is scaled too (its
+    # candidates A..D all score 0, so the first draw stays), and the rest of the search is as before.
+    s = scorer(MUR_SCORES)
+    backend = ScriptedBackend(script(U, MUR_ANSWERS))
+    [r] = solve(MUR(n=4, warmup=0, scorer=s, params=PARAMS), backend)
+    log = r.trace.info["mur"]
+    assert [e["scaled"] for e in log] == [True, True, False, True]
+    assert [name_of(r.trace, i) for i in log[0]["candidates"]] == ["A", "B", "C", "D"]
+    assert [q.params.n for q in backend.requests] == [1, 3, 1, 3, 1, 1, 3] and s.calls == [4, 4, 4]
+    assert r.trace.answer == "7"
+    # A first step confident enough passes even without warm-up.
+    [r] = solve(MUR(n=4, warmup=0, scorer=scorer(MUR_SCORES), params=PARAMS),
+                ScriptedBackend(script({**U, "A": 0.01}, MUR_ANSWERS)))
+    assert r.trace.info["mur"][0]["scaled"] is False
+
+
 def test_mur_without_uncertain_steps_is_one_sample_and_no_verifier():
     s = scorer(MUR_SCORES)
     backend = ScriptedBackend(script(U, MUR_ANSWERS))

@@ -1,27 +1,28 @@
 """Step-level strategies that spend compute where a step needs it: MUR and phi-decoding.
 
 * :class:`MUR` (momentum-uncertainty-guided reasoning, Yan et al. 2025): one path, one sampled step at
-  a time. A step's uncertainty is its mean negative token log-probability; the momentum is their
+  a time. A step's uncertainty u is its mean negative token log-probability; the momentum M is their
   exponential running mean over the steps taken (starting at 0, updated with each accepted step as
-  M <- a M + (1 - a) u). A step after the first is *uncertain* when its confidence exp(-u) is below
-  ``threshold`` times the momentum's, exp(-M); only then are ``n - 1`` more candidates sampled for
-  that step (the step already drawn is the n-th) and the step scorer picks the best of the n (ties: the
-  step drawn first). Every other step is accepted as it came, with no verifier call. MUR's own code
-  draws n fresh candidates; keeping the first draw is one step cheaper and draws from the same
-  distribution.
-* :class:`PhiDecoding` (phi-decoding, Xu et al. 2025, adaptive foresight sampling), with one beam: at each
-  step ``n`` candidate next steps are sampled in one request; each is rolled out greedily
+  M <- a M + (1 - a) u). A step is *uncertain* when its confidence exp(-u) is below ``threshold``
+  times the momentum's, exp(-M); the first ``warmup`` steps (1, as in MUR's code) are accepted
+  unchecked, and with 0 the first step meets a momentum of 0. Only at an uncertain step are ``n - 1``
+  more candidates sampled (the step already drawn is the n-th) and the step scorer picks the best of
+  the n (ties: the step drawn first); every other step is accepted as it came, with no verifier call.
+  MUR's own code draws n fresh candidates; keeping the first draw is one request cheaper and draws
+  from the same distribution.
+* :class:`PhiDecoding` (phi-decoding, Xu et al. 2025, adaptive foresight sampling), with one beam: at
+  each step ``n`` candidate next steps are sampled in one request; each is rolled out greedily
   ``foresight_steps`` steps further (default to the end of the solution), all rollouts concurrently;
-  each candidate is valued by where its foresight got: the step scorer's scores of the candidate's step
-  and its foresight steps, combined by ``aggregation`` (the shared path before them is left out, so a
-  weak early step does not make every candidate look alike under ``min``), the foresight's likelihood (mean token log-probability of the candidate and its
-  rollout), or both (the mean of the two softmax distributions, as phi-decoding joins its two
-  distributions). The next step is drawn from softmax(value / temperature) with an RNG seeded from the
-  problem's seed. Optional in-width pruning (``phi_prune``: candidates whose own mean token
-  log-probability is more than that many standard deviations below the candidates' mean get no
-  foresight and cannot be drawn) and in-depth early stopping (``phi_stop_agreement``: once at least that
-  share of the candidates' finished foresights give the drawn candidate's answer, its foresight is the
-  rest of the solution).
+  each candidate is valued by where its foresight got: the step scorer's scores of the candidate's
+  step and its foresight steps, combined by ``aggregation`` (the shared path before them is left out,
+  so a weak early step does not make every candidate look alike under ``min``), the likelihood of the
+  candidate and its rollout (their mean token log-probability), or both (the mean of the two softmax
+  distributions, as phi-decoding joins its two distributions). The next step is drawn from
+  softmax(value / temperature) with an RNG seeded from the problem's seed. Optional in-width pruning
+  (``phi_prune``: candidates whose own mean token log-probability is more than that many standard
+  deviations below the candidates' mean get no foresight and cannot be drawn) and in-depth early
+  stopping (``phi_stop_agreement``: once at least that share of the candidates' finished foresights
+  give the drawn candidate's answer, its foresight is the rest of the solution).
 
 Both are tree searches over the shared machinery (tree.py, steps.py): every request goes through the
 problem's metered generator, all of a step's requests go out together (so with many problems in flight
@@ -83,6 +84,8 @@ class MUR(TreeSearch):
                              help="weight of the past in the momentum of step uncertainty (M <- a M + (1 - a) u)")
     threshold: float = option(0.8, key="mur_threshold", low=0, high=1, low_open=True,
                               help="a step is uncertain when its confidence exp(-u) is below this times the momentum's exp(-M)")
+    warmup: int = option(1, key="mur_warmup", low=0, high=MAX_DEPTH,
+                         help="first steps accepted without the check (MUR's code: 1; 0 checks the first step against a momentum of 0)")
     name: str = "mur"
 
     def uncertain(self, u: float | None, momentum: float) -> bool:
@@ -105,7 +108,7 @@ class MUR(TreeSearch):
             u = None if lp is None else -lp
             entry = {"node": first.id, "uncertainty": _round(u), "momentum": _round(momentum), "scaled": False}
             chosen = first
-            if node.parent is not None and self.n > 1 and self.uncertain(u, momentum):
+            if len(steps) >= self.warmup and self.n > 1 and self.uncertain(u, momentum):
                 more = await s.expand([(node, self.n - 1)])
                 kids = [first] + (more[0] if more else [])
                 if len(kids) > 1 and await score_or_stop(s, kids):
@@ -129,7 +132,7 @@ class PhiDecoding(TreeSearch):
     foresight: int | None = option(None, key="foresight_steps", low=1, high=MAX_DEPTH,
                                    help="greedy steps each candidate is rolled out before it is valued (default: to the end)")
     value: str = option("both", key="phi_value", choices=VALUES,
-                        help="a candidate's value: the step scorer's score where its foresight ends, the foresight's mean token logprob, or both (mean of the two softmax distributions)")
+                        help="a candidate's value: the step scorer's scores of its step and foresight (by aggregation), their mean token logprob, or both (mean of the two softmax distributions)")
     temperature: float = tree_temperature_option(0.2, "softmax temperature over the candidates' foresight values")
     prune: float | None = option(None, key="phi_prune", low=0, high=100,
                                  help="drop candidates whose mean token logprob is this many standard deviations below the candidates' mean before foresight (default: keep all)")
