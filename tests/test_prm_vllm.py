@@ -235,7 +235,7 @@ def test_token_logit_prms_through_the_lm_heads_good_and_bad_rows_match_transform
 
 @pytest.mark.engine
 @pytest.mark.parametrize("spec", ["testbed", "testbed-verifier"])
-def test_testbed_prms_on_vllm_match_transformers_with_problems_in_flight(spec, engines):
+def test_testbed_prms_on_vllm_match_transformers_with_problems_in_flight(spec, engines, script, tmp_path):
     """Random trees of many problems scored at once (as concurrent problems do): every score as the
     transformers path's, whatever else shared the engine's batches."""
     from tts.verifiers import registry
@@ -261,3 +261,33 @@ def test_testbed_prms_on_vllm_match_transformers_with_problems_in_flight(spec, e
         _same(steps, want)
         assert ledger.verifier_tokens == hf_ledger.verifier_tokens
         assert ledger.flops == pytest.approx(hf_ledger.flops, rel=1e-12)
+    if spec == "testbed-verifier":  # on the engine this test started: the command line end to end
+        _same_runs_on_both_backends(script, tmp_path)
+
+
+def _same_runs_on_both_backends(script, tmp_path):
+    """`tts run --prm-backend vllm` scores with the vLLM twin (a different configuration, so its own
+    results file) and chooses the same answers from the same samples as `--prm-backend hf`."""
+    import json
+
+    from click.testing import CliRunner
+
+    from tts.cli import cli
+    from tts.verifiers import registry
+
+    records = {}
+    for backend in ("hf", "vllm"):
+        out = tmp_path / f"{backend}.jsonl"
+        result = CliRunner().invoke(cli, ["run", "--backend", "scripted", "--model", script, "--limit", "6",
+                                          "--strategy", "best_of_n", "--n", "3", "--verifier", "testbed-verifier",
+                                          "--prm-backend", backend, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        # lines are written as problems finish: in id order to compare
+        records[backend] = sorted((json.loads(line) for line in out.read_text().splitlines()), key=lambda r: r["id"])
+    assert registry.current_prm_backend() == "hf"  # the command's backend ended with it
+    hf, vllm = records["hf"], records["vllm"]
+    assert [r["answer"] for r in hf] == [r["answer"] for r in vllm] and len(hf) == 6
+    assert hf[0]["config_hash"] != vllm[0]["config_hash"]
+    scores = [[[c["scores"][k] for k in sorted(c["scores"])] for c in r["candidates"]] for r in hf + vllm]
+    _same([sum(s, []) for s in scores[6:]], [sum(s, []) for s in scores[:6]])
+    assert all(r["ledger"]["verifier_tokens"] > 0 for r in vllm)

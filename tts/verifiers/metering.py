@@ -12,12 +12,30 @@ cost is charged against the reservation. So ``total_tokens``, ``flops``, ``engin
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import threading
 from typing import Any, Callable
 
 from ..budget import Ledger
 
 _state = threading.local()
+
+#: scoring calls that may run at once (their worker threads mostly wait: on a shared forward, or on a
+#: vLLM engine's answer); asyncio's default pool has only cores + 4 threads, which would cap how many
+#: problems' calls can share a forward or an engine batch far below a run's --concurrency
+SCORING_THREADS = 64
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(SCORING_THREADS, thread_name_prefix="tts-scoring")
+        return _pool
 
 Cost = tuple[int, float, int]  # tokens, FLOPs, model calls
 
@@ -54,7 +72,8 @@ async def metered(ledger: Ledger, fn: Callable[..., tuple[Any, Cost]], *args) ->
             _state.hook = None
 
     try:
-        value, cost = await asyncio.to_thread(work)
+        # as asyncio.to_thread does (context variables go along), on the scoring threads
+        value, cost = await loop.run_in_executor(_executor(), functools.partial(contextvars.copy_context().run, work))
     except BaseException:
         if "reservation" in held:  # the work failed after admission: release what was held, charge nothing
             ledger.settle_verifier(held["reservation"], 0, 0.0, 0)

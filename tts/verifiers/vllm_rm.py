@@ -364,6 +364,14 @@ class VLLMTokenLogitPRM(_VLLMPRM, TokenLogitPRM):
                              "position only through its classifier conversion; use --prm-backend hf")
 
     def rm_engine(self) -> RMEngine:
+        overrides = getattr(self._lazy, "overrides", None)
+        if overrides is None:
+            overrides = self._lazy.overrides = self._conversion()
+        return engine_for(self.model, "pooling", self.dtype, hf_overrides=overrides, pooler=POOLER)
+
+    def _conversion(self) -> dict:
+        """vLLM's settings that load this causal LM as a token classifier whose two labels are its
+        output rows of the good and the bad token."""
         import json
 
         eng = self.engine()
@@ -373,10 +381,9 @@ class VLLMTokenLogitPRM(_VLLMPRM, TokenLogitPRM):
         arch = (config.get("architectures") or ["?"])[0]
         if not arch.endswith("ForCausalLM"):
             raise ValueError(f"a token-logit PRM on vLLM needs a *ForCausalLM model, {self.model!r} is {arch}")
-        overrides = {"architectures": [arch.removesuffix("ForCausalLM") + "ForSequenceClassification"],
-                     "classifier_from_token": eng.tokenizer.convert_ids_to_tokens([good, bad]),
-                     "method": "no_post_processing"}
-        return engine_for(self.model, "pooling", self.dtype, hf_overrides=overrides, pooler=POOLER)
+        return {"architectures": [arch.removesuffix("ForCausalLM") + "ForSequenceClassification"],
+                "classifier_from_token": eng.tokenizer.convert_ids_to_tokens([good, bad]),
+                "method": "no_post_processing"}
 
     def _vllm_reader(self, problem: Problem):
         torch = self.engine().torch
