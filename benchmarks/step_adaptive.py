@@ -36,15 +36,17 @@ def testbed_configs(gammas: list[float]) -> list[tuple[str, str, int, dict]]:
     out += [(f"best_of_n@{n}", "best_of_n", n, v) for n in (4, 8, 16)]
     out += [(f"beam_search@{n}", "beam_search", n, {**v, "expansions": 4}) for n in (4, 8, 16)]
     out += [(f"mur@4 t={g:g}", "mur", 4, {**v, "mur_threshold": g}) for g in gammas]
-    top = gammas[-1]
-    out += [(f"mur@{n} t={top:g} w=0", "mur", n, {**v, "mur_threshold": top, "mur_warmup": 0}) for n in (4, 8)]
+    out += [(f"mur@{n} t={g:g} w=0", "mur", n, {**v, "mur_threshold": g, "mur_warmup": 0})
+            for n in (4, 8) for g in gammas]
+    f1 = {**v, "foresight_steps": 1}
     out += [
-        ("phi@4 f=1 verifier", "phi_decoding", 4, {**v, "foresight_steps": 1, "phi_value": "verifier"}),
-        ("phi@4 f=1 verifier T=0.05", "phi_decoding", 4,
-         {**v, "foresight_steps": 1, "phi_value": "verifier", "tree_temperature": 0.05}),
-        ("phi@4 f=1 likelihood", "phi_decoding", 4, {**v, "foresight_steps": 1, "phi_value": "likelihood"}),
-        ("phi@4 f=1 both", "phi_decoding", 4, {**v, "foresight_steps": 1, "phi_value": "both"}),
+        ("phi@4 f=1 verifier", "phi_decoding", 4, {**f1, "phi_value": "verifier"}),
+        ("phi@4 f=1 verifier T=0.05", "phi_decoding", 4, {**f1, "phi_value": "verifier", "tree_temperature": 0.05}),
+        ("phi@4 f=1 likelihood", "phi_decoding", 4, {**f1, "phi_value": "likelihood"}),
+        ("phi@4 f=1 both", "phi_decoding", 4, {**f1, "phi_value": "both"}),
         ("phi@4 f=end both stop=0.75", "phi_decoding", 4, {**v, "phi_value": "both", "phi_stop_agreement": 0.75}),
+        ("phi@4 f=end verifier T=0.05 stop=0.75", "phi_decoding", 4,
+         {**v, "phi_value": "verifier", "tree_temperature": 0.05, "phi_stop_agreement": 0.75}),
     ]
     return out
 

@@ -270,3 +270,30 @@ def test_phi_decoding_budget_stop_and_registry():
         create("phi_decoding", 4, PARAMS, {"phi_value": "votes"})
     with pytest.raises(ValueError, match="momentum"):
         MUR(momentum=1.0)
+
+
+# --- budgets --------------------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+VARIANTS = [
+    lambda s: MUR(n=4, warmup=0, threshold=0.99, scorer=s, params=PARAMS),
+    lambda s: PhiDecoding(n=3, stop_agreement=0.5, scorer=s, params=PARAMS),
+    lambda s: PhiDecoding(n=3, foresight=1, prune=0.5, value="both", scorer=s, params=PARAMS),
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(variant=st.integers(0, len(VARIANTS) - 1), unit=st.sampled_from(["generated_tokens", "engine_calls", "flops"]),
+       limit=st.integers(1, 80), u=st.dictionaries(st.sampled_from(["A", "B", "AA", "AB", "BA", "AAA"]),
+                                                     st.floats(0.0, 3.0), max_size=6))
+def test_mur_and_phi_never_exceed_a_budget_and_answer_from_what_they_have(variant, unit, limit, u):
+    value = limit * 1e7 if unit == "flops" else limit
+    strategy = VARIANTS[variant](scorer(MUR_SCORES))
+    [r] = solve(strategy, ScriptedBackend(script(u, MUR_ANSWERS)), budget=Budget(**{unit: value}))
+    t = r.trace
+    assert t.ledger[unit] <= value
+    assert t.info.get("budget_stop") or (t.chosen is not None and t.candidates[t.chosen].finish_reason == "stop")
+    if t.candidates:  # the answer is the path so far: a node of the tree, its steps in order
+        assert t.info["candidate_nodes"] and t.chosen == 0
