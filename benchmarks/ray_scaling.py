@@ -14,7 +14,8 @@ differences between batch compositions could move a token).
     .venv/bin/python benchmarks/ray_scaling.py --model testbed --dataset steps4 --limit 96 --n 8
 
 Needs the ray extra (pip install "tts-toolkit[ray]"); on this 2-core machine the two replicas have one
-core each, as the single process has both.
+core each, as the single process has both. On a GPU machine, ``--gpus-per-replica 0.5 --cpus-per-replica 4``
+puts both replicas on one GPU (the hf backend picks CUDA where there is one).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--concurrency", type=int, default=32, help="problems in flight (per replica with Ray)")
     parser.add_argument("--warmup", type=int, default=4, help="problems solved first on each side, not timed")
+    parser.add_argument("--cpus-per-replica", type=float, default=1)
+    parser.add_argument("--gpus-per-replica", type=float, default=0,
+                        help="GPUs each replica reserves (0.5: two replicas share one GPU); the single process uses CUDA when there is one")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args()
 
@@ -61,7 +65,8 @@ def main() -> None:
     asyncio.run(backend.aclose())
     for replicas in (1, 2):
         started = time.perf_counter()
-        executor = RayExecutor("hf", args.model, replicas=replicas)
+        executor = RayExecutor("hf", args.model, replicas=replicas, cpus_per_replica=args.cpus_per_replica,
+                               gpus_per_replica=args.gpus_per_replica)
         executor.pids()  # the cluster up and every replica's engine loaded
         setup = time.perf_counter() - started
         try:
@@ -74,7 +79,11 @@ def main() -> None:
         rows.append((f"ray x{replicas} {per_replica}", replicas, setup, wall, results))
 
     base_wall = rows[0][3]
-    print(f"{args.limit} problems of {args.dataset}, majority@{args.n}, max_tokens {args.max_tokens}, model {args.model}")
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    print(f"{args.limit} problems of {args.dataset}, majority@{args.n}, max_tokens {args.max_tokens}, model {args.model}, "
+          f"device {device}, replicas of {args.cpus_per_replica:g} CPU and {args.gpus_per_replica:g} GPU")
     print(f"{'side':<22}{'setup s':>9}{'wall s':>9}{'problems/s':>12}{'gen tok/s':>11}{'vs one':>8}{'same answers':>14}")
     out = []
     for name, replicas, setup, wall, results in rows:
