@@ -56,6 +56,8 @@ def timed(prm):
                 if active[0] == 0:
                     clock[0] += time.perf_counter() - active[1]
 
+    # a vLLM PRM's calls only wait on its engine: metering runs them on its wide pool (keep that)
+    score_steps_with_cost.waits_on_engine = getattr(prm, "waits_on_engine", False)
     object.__setattr__(prm, "score_steps_with_cost", score_steps_with_cost)
     return prm, clock
 

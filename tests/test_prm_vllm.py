@@ -186,6 +186,30 @@ def _recipe(tmp_path, text):
     return path
 
 
+def test_scoring_calls_that_wait_on_an_engine_are_all_in_flight_at_once():
+    """32 problems' calls to a verifier that only waits on its engine are all waiting together (so
+    their requests can share the engine's batches), not 6 at a time as asyncio's default pool has it
+    on 2 cores: a barrier of 32 passes only if they are."""
+    import threading
+
+    from tts.verifiers import metering
+
+    barrier = threading.Barrier(32, timeout=20)
+
+    class Waiting:
+        waits_on_engine = True
+
+        def score(self, k):
+            barrier.wait()
+            return k, (0, 0.0, 0)
+
+    async def many():
+        return await asyncio.gather(*(metering.metered(Ledger(), Waiting().score, k) for k in range(32)))
+
+    assert asyncio.run(many()) == list(range(32))
+    assert metering.SCORING_THREADS >= 32
+
+
 def test_importing_the_vllm_reward_models_starts_nothing():
     code = ("import sys, tts.verifiers.registry, tts.verifiers.vllm_rm; "
             "print('vllm' in sys.modules)")

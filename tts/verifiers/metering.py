@@ -22,9 +22,10 @@ from ..budget import Ledger
 
 _state = threading.local()
 
-#: scoring calls that may run at once (their worker threads mostly wait: on a shared forward, or on a
-#: vLLM engine's answer); asyncio's default pool has only cores + 4 threads, which would cap how many
-#: problems' calls can share a forward or an engine batch far below a run's --concurrency
+#: scoring calls of verifiers that only wait on an engine (``waits_on_engine``: the vLLM reward
+#: models) that may run at once; asyncio's default pool (cores + 4 threads, which in-process models
+#: keep: their threads compute) would cap how many problems' requests share the engine's batches far
+#: below a run's --concurrency
 SCORING_THREADS = 64
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -72,8 +73,12 @@ async def metered(ledger: Ledger, fn: Callable[..., tuple[Any, Cost]], *args) ->
             _state.hook = None
 
     try:
-        # as asyncio.to_thread does (context variables go along), on the scoring threads
-        value, cost = await loop.run_in_executor(_executor(), functools.partial(contextvars.copy_context().run, work))
+        # as asyncio.to_thread does (context variables go along)
+        waits = getattr(fn, "waits_on_engine", None)
+        if waits is None:
+            waits = getattr(getattr(fn, "__self__", None), "waits_on_engine", False)
+        pool = _executor() if waits else None
+        value, cost = await loop.run_in_executor(pool, functools.partial(contextvars.copy_context().run, work))
     except BaseException:
         if "reservation" in held:  # the work failed after admission: release what was held, charge nothing
             ledger.settle_verifier(held["reservation"], 0, 0.0, 0)

@@ -280,6 +280,10 @@ class _VLLMPRM:
     """Scoring through the vLLM engine; mixed into the transformers PRM classes, whose encoding (inputs,
     step positions) and score arithmetic it keeps."""
 
+    #: a scoring call's thread only waits for the engine (tts.verifiers.metering gives such calls a
+    #: pool wide enough for every problem in flight)
+    waits_on_engine = True
+
     def _load(self) -> TokenizerModel:
         return TokenizerModel(self.model, getattr(self, "trust_remote_code", False))
 
@@ -424,6 +428,7 @@ class VLLMSequenceClassifierORM(SequenceClassifierORM):
     """:class:`~tts.verifiers.orm.SequenceClassifierORM` on vLLM's pooling runner (classification,
     LAST pooling): the head's raw logits at the last token, read as the transformers path reads them."""
 
+    waits_on_engine = True
     _lazy: LazyModel = field(default_factory=LazyModel, init=False, repr=False, compare=False)
 
     def engine(self) -> TokenizerModel:
