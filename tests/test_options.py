@@ -44,8 +44,8 @@ def settable(cls):
     """(key, value) for every option of ``cls`` (canonical keys), with a value other than the default."""
     out = []
     for key, d in opts.declared(cls).items():
-        if key != d.key or key == "routing_policy":
-            continue  # aliases set the same field; a policy file is covered in test_routing
+        if key != d.key or key in ("routing_policy", "adaptive_calibration"):
+            continue  # aliases set the same field; policy and calibration files: test_routing, test_adaptive_calibration
         value = OBJECTS.get(key) if d.kind == "object" else other_value(d)
         if key in ("step_pattern",):
             continue  # only read in regex mode (covered below)
@@ -111,6 +111,7 @@ def flag_values():
             if key == "n" or key in out or key in ("prm", "step_scorer", "routing_policy"):
                 continue
             out[key] = OBJECTS.get(key) if d.kind == "object" else other_value(d)
+    out["adaptive_calibration"] = "testbed-steps4"  # a file: a packaged one, by name
     return out
 
 

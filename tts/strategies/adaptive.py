@@ -10,6 +10,10 @@ Rules:
     exact: P(Binomial(a+b+1, 1/2) <= a).
   * ``dirichlet``: a Dirichlet(counts + 1) posterior over all answers seen; stop when the probability
     that the leader has the largest share (estimated by seeded Monte Carlo) >= threshold.
+  * ``calibrated``: a table fitted on recorded pools of a training split (``stopping.py``,
+    ``--adaptive-calibration FILE``): stop once the expected accuracy gain of sampling on to ``n`` is at
+    most the table's epsilon. It asks after every ``batch`` of the table's own (the states it was
+    fitted on) and needs the ``n`` it was fitted for; ``threshold`` is not used.
 
 Batches are sequential within a problem, so no request is ever in flight that the rule no longer needs;
 other problems' requests keep the engine's batches full in the meantime.
@@ -26,8 +30,9 @@ from ..runtime import Generator, Strategy
 from ..types import Candidate, Problem, SamplingParams, Trace
 from ..options import MAX_SAMPLES, option
 from .sampling import Extractor, answer_reader, choose_for_answer, key_reader, make_trace, sample_or_nothing, samples_option, vote
+from .stopping import CalibrationError, StoppingTable, packaged_names
 
-RULES = ("beta", "dirichlet")
+RULES = ("beta", "dirichlet", "calibrated")
 
 
 def beta_leader_probability(counts: Counter) -> float:
@@ -67,7 +72,24 @@ class AdaptiveConsistency(Strategy):
                               help="stop when P(leader is the majority) reaches this")
     params: SamplingParams = field(default_factory=SamplingParams)
     extract: Extractor | None = None  # None: by the problem's prompt format
+    #: a calibration file read into ``calibration`` (its content keys results, not its name)
+    adaptive_calibration: str | None = option(None, hashed=False, metavar="FILE",
+                                              help="calibrated rule: the table from experiments/adaptive_calibration.py, "
+                                                   "or a packaged name (" + ", ".join(packaged_names()) + ")")
+    calibration: StoppingTable | None = None
     name: str = "adaptive"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.adaptive_calibration is not None:
+            object.__setattr__(self, "calibration", StoppingTable.load(self.adaptive_calibration))
+        if self.rule == "calibrated":
+            if self.calibration is None:
+                raise CalibrationError("adaptive_rule calibrated needs --adaptive-calibration FILE (or a packaged name: "
+                                       + ", ".join(packaged_names()) + ")")
+            if self.calibration.n != self.n:
+                raise CalibrationError(f"the calibration was fitted for n={self.calibration.n}; run adaptive with "
+                                       f"n={self.calibration.n} (adaptive@{self.calibration.n})")
 
     def settled(self, counts: Counter, seed: int) -> float:
         if self.rule == "beta":
@@ -80,12 +102,19 @@ class AdaptiveConsistency(Strategy):
         confidence = 0.0
         key = key_reader(self.extract, problem) or (lambda a: a)
         read = answer_reader(self.extract, problem)
+        table = self.calibration if self.rule == "calibrated" else None
+        batch = table.batch if table is not None else self.batch
         while len(candidates) < self.n:
-            size = min(self.batch, self.n - len(candidates))
+            size = min(batch, self.n - len(candidates))
             got, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=size))
             candidates += [Candidate.from_completion(c, read(c.text)) for c in got]
             if stopped:
                 break
+            if table is not None:
+                keys = [None if c.answer is None else key(c.answer) for c in candidates]
+                if table.stop(keys):
+                    break
+                continue
             counts = Counter(key(c.answer) for c in candidates if c.answer is not None)
             confidence = self.settled(counts, gen.seed + len(candidates))
             if confidence >= self.threshold:

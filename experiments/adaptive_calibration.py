@@ -1,0 +1,73 @@
+"""Fit adaptive consistency's calibrated stopping rule on a training split of recorded majority@N pools,
+and replay it on the held-out problems beside the Beta rule and majority@N itself.
+
+Input: a results file of ``majority@N`` (or plain ``majority --n N``) records; problems in file order
+(sorted by id), the first ``--train`` of them the training split, the rest held out. The table and its
+epsilon are fitted on the training split only (epsilon by 5-fold cross-fitting there, see
+tts/strategies/stopping.py); the held-out rows replay each rule on the held-out pools, in the order the
+samples were drawn, so every rule is compared on the very same samples.
+
+    tts run --backend hf --dataset add1 --limit 300 --n 16 --strategy majority --out runs/add1-maj16.jsonl
+    .venv/bin/python experiments/adaptive_calibration.py runs/add1-maj16.jsonl --train 200 --n 16 \\
+        --fitted-on "embedded SmolLM2-135M, add1, T=0.7, max_tokens 48" --out tts/strategies/calibrations/embedded-add1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", help="results file of majority@N records")
+    ap.add_argument("--strategy", default=None, help="which strategy's records (default: the only one, or majority@N)")
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=1, help="samples per round the table is fitted for")
+    ap.add_argument("--train", type=int, required=True, help="the first TRAIN problems (by id) are the training split")
+    ap.add_argument("--tolerance", type=float, default=0.005, help="accuracy the rule may lose against majority@N on training")
+    ap.add_argument("--fitted-on", default="", help="what the pools are (model, dataset, sampling), stored in the table")
+    ap.add_argument("--out", default=None, help="write the fitted table (JSON) here")
+    args = ap.parse_args()
+
+    from tts.metrics import wilson_interval
+    from tts.results import read_records
+    from tts.strategies.adaptive import beta_leader_probability
+    from tts.strategies.stopping import fit, pools_from_records, replay, replay_rule
+
+    records = read_records(args.results)
+    names = sorted({r["strategy"] for r in records})
+    name = args.strategy or (names[0] if len(names) == 1 else f"majority@{args.n}")
+    records = sorted((r for r in records if r["strategy"] == name), key=lambda r: r["id"])
+    pools = pools_from_records(records, args.n)
+    if len(pools) <= args.train:
+        raise SystemExit(f"{len(pools)} usable pools of {args.n} samples in {args.results} ({name}); need more than --train {args.train}")
+    train, held = pools[:args.train], pools[args.train:]
+    table, curve = fit(train, args.n, args.batch, args.tolerance, fitted_on=args.fitted_on)
+    print(f"{name}: {len(train)} training pools, {len(held)} held out; epsilon {table.epsilon:.4f} "
+          f"(cross-fitted on training: accuracy {next(c for c in curve if c['epsilon'] == table.epsilon)['accuracy']:.3f} "
+          f"vs majority {curve[0]['majority_accuracy']:.3f})")
+
+    def beta(answers) -> bool:
+        from collections import Counter
+
+        return beta_leader_probability(Counter(a for a in answers if a is not None)) >= 0.95
+
+    rows = [("majority@%d" % args.n, replay_rule(lambda answers: False, held, args.n, 1)),
+            ("adaptive, beta 0.95, batch 2", replay_rule(beta, held, args.n, 2)),
+            (f"adaptive, calibrated (batch {args.batch})", replay(table, held))]
+    print("| rule | accuracy (95% CI) | samples per problem | tokens vs majority |")
+    print("|---|---|---|---|")
+    for label, r in rows:
+        lo, hi = wilson_interval(round(r["accuracy"] * r["problems"]), r["problems"])
+        print(f"| {label} | {r['accuracy']:.3f} ({lo:.2f}-{hi:.2f}) | {r['samples']:.2f} | {r['token_share']:.2f}x |")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        data = table.to_json()  # one key a line, each list on one line: small diffs when refitted
+        Path(args.out).write_text("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in data.items()) + "\n}\n")
+        print(f"table: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
