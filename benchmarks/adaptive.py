@@ -5,6 +5,13 @@ table of accuracy (with 95% intervals), generated tokens and wall time, plus the
 majority. Target (issue 6): adaptive within 1 point of maj@N's accuracy with at most half its tokens.
 
     .venv/bin/python benchmarks/adaptive.py --dataset add1 --limit 100 --n 16
+
+``--calibration NAME_OR_FILE`` adds adaptive consistency with the calibrated stopping rule (issue 24);
+``--skip K`` drops the first K problems, so a table fitted on problems 0..K-1 is measured on held-out
+ones only:
+
+    .venv/bin/python benchmarks/adaptive.py --model testbed --dataset steps4 --skip 200 --limit 100 \
+        --max-tokens 256 --calibration testbed-steps4 --no-deepconf
 """
 
 from __future__ import annotations
@@ -28,17 +35,25 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip", type=int, default=0, help="drop the first SKIP problems (a calibration's training split)")
+    ap.add_argument("--calibration", default=None, help="also run adaptive with this calibrated stopping table")
+    ap.add_argument("--no-deepconf", action="store_true", help="leave DeepConf out")
     ap.add_argument("--json", help="also write the rows as JSON here")
     args = ap.parse_args()
 
     backend = tts.backends.create(args.backend, args.model)
-    problems = tts.data.load(args.dataset, limit=args.limit, seed=args.seed)
+    problems = tts.data.load(args.dataset, limit=args.skip + args.limit, seed=args.seed)[args.skip:]
     params = SamplingParams(temperature=0.7, max_tokens=args.max_tokens)
     strategies = [
         Majority(n=args.n, params=params),
         AdaptiveConsistency(n=args.n, batch=2, rule="beta", threshold=0.95, params=params),
         DeepConf(n=args.n, mode="online", keep=0.9, warmup=4, window=8, params=params),
     ]
+    if args.no_deepconf:
+        strategies.pop()
+    if args.calibration:
+        strategies.append(AdaptiveConsistency(n=args.n, rule="calibrated", adaptive_calibration=args.calibration,
+                                              params=params))
     rows = []
     for strategy in strategies:
         started = time.perf_counter()
@@ -47,13 +62,13 @@ def main() -> None:
         correct = sum(bool(r.correct) for r in results)
         low, high = wilson_interval(correct, len(results))
         rows.append({
-            "strategy": strategy.name, "accuracy": correct / len(results), "ci": [low, high],
+            "strategy": strategy.name + (" (calibrated)" if getattr(strategy, "rule", "") == "calibrated" else ""), "accuracy": correct / len(results), "ci": [low, high],
             "generated_tokens": sum(r.trace.ledger["generated_tokens"] for r in results),
             "samples": sum(len(r.trace.candidates) for r in results),
             "wall_seconds": wall,
         })
     base = rows[0]["generated_tokens"]
-    print(f"{args.dataset}, {len(problems)} problems, N={args.n}, model {args.model}, backend {args.backend}\n")
+    print(f"{args.dataset}, {len(problems)} problems (after {args.skip}), N={args.n}, model {args.model}, backend {args.backend}\n")
     print("| strategy | accuracy (95% CI) | samples | generated tokens | tokens vs majority | wall s |")
     print("|---|---|---|---|---|---|")
     for r in rows:
