@@ -153,3 +153,41 @@ def test_probe_stop_never_exceeds_a_budget(answers, every, window, unit, limit, 
         strategy = with_forcing(create("majority", n, PARAMS, {}), strategy.policy)
     [r] = asyncio.run(run_async([PROBLEM], strategy, ScriptedBackend(script(answers)), budget=Budget(**{unit: value})))
     assert r.trace.ledger[unit] <= value
+
+
+@pytest.mark.slow
+def test_probes_really_happen_on_the_embedded_model(hf_backend):
+    """SmolLM2-135M, greedy: thinking in pieces of 4 tokens, a probe after each, thinking ended at the
+    first point where two probe answers agree (or at the cap), every token in the ledger."""
+    from tests.test_budget_forcing import RecordingGenerator
+    from tts.types import Message
+
+    system = Message("system", "Think step by step inside <think> </think> tags, then give the final answer.")
+    chat = (system, Message("user", "What is 23 + 48?"))
+    policy = BudgetForcing(probe_every=4, probe_window=2, probe_tokens=4, max_thinking_tokens=16, answer_max_tokens=4)
+    ledger = Ledger()
+    gen = RecordingGenerator(hf_backend, ledger, 1)
+    forced = policy.wrap(gen)
+    [c] = run(forced.sample(chat, SamplingParams(temperature=0, max_tokens=32)))
+    record = forced.samples[0]
+    probes = [(p, s, comps[0]) for p, s, comps in gen.log if p.endswith(PROBE_TEXT)]
+    thinking = [(p, s, comps[0]) for p, s, comps in gen.log if not p.endswith(PROBE_TEXT) and "</think>" not in p]
+    assert all(s.max_tokens == 4 for _, s, _ in thinking) and len(probes) == len(record.probes) >= 1
+    # each probe reads the thinking so far: its prefix is the previous thinking pieces and the probe text
+    text = "<think>"
+    for (_, _, piece), (prefix, params, _) in zip(thinking, probes):
+        text += piece.text
+        assert prefix == text + PROBE_TEXT and params.temperature == 0 and params.stop == ("}",)
+    # stopped at the first agreement: no earlier window of two agreed
+    agreed = [i for i in range(1, len(record.probes)) if record.probes[i] is not None
+              and record.probes[i] == record.probes[i - 1]]
+    if record.probe_stopped:
+        assert agreed == [len(record.probes) - 1]
+    else:
+        assert not agreed and (record.capped or record.thinking_tokens < 16)
+    assert record.thinking_tokens <= 16
+    # the ledger holds every token: thinking, probes and the answer
+    assert record.probe_tokens == sum(comp.num_tokens for _, _, comp in probes)
+    assert ledger.generated_tokens == record.thinking_tokens + record.answer_tokens + record.probe_tokens
+    assert ledger.generated_tokens == sum(comps[0].num_tokens for _, _, comps in gen.log)
+    assert c.num_tokens == record.thinking_tokens + record.answer_tokens
