@@ -4,8 +4,9 @@ search at about equal FLOPs on the testbed, and the certainty-probe stop on the 
 ``testbed``: the testbed policy (hf backend) on a stepwise level, every verifier-driven strategy with the
 testbed verifier (``testbed-verifier``, a LikelihoodPRM; step scores combined by their minimum). Prints a
 markdown table sorted by mean FLOPs per problem (generation and verifier FLOPs, as the ledger counts
-them), and for each MUR / phi-decoding row the paired difference in accuracy (bootstrap 95% interval)
-against the best-of-N and the beam-search row nearest to it in FLOPs::
+them; each strategy starts with an empty verifier state cache, so none is scored for free on prefixes
+another strategy scored), and for each MUR / phi-decoding row the paired difference in accuracy
+(bootstrap 95% interval) against the best-of-N and the beam-search row nearest to it in FLOPs::
 
     .venv/bin/python benchmarks/step_adaptive.py testbed --level steps4 --limit 100
 
@@ -74,6 +75,7 @@ def run_testbed(args) -> None:
         if args.only and not any(label.startswith(o) for o in args.only.split(",")):
             continue
         strategy = registry.create(name, n, params, options)
+        fresh_verifier_states()
         started = time.perf_counter()
         results = tts.run(problems, strategy, backend, seed=args.seed, concurrency=args.concurrency)
         wall = time.perf_counter() - started
@@ -116,6 +118,17 @@ def run_testbed(args) -> None:
               f"{r['verifier']:.0f} | {r['flops']:.3g} | {ratio} | {vs_bon} | {vs_beam} | {r['wall']:.0f} | {r['note']} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=1, default=str) + "\n")
+
+
+def fresh_verifier_states() -> None:
+    """Forget the verifier's cached prefix states, so each strategy pays its own verifier forwards: the
+    verifier is loaded once per process (tts.verifiers.registry) and a prefix an earlier strategy scored
+    on the same problem would otherwise be free for the next one, understating its FLOPs."""
+    from tts.verifiers.registry import resolve
+
+    lazy = getattr(resolve("testbed-verifier"), "_lazy", None)
+    if lazy is not None:
+        lazy.states = None
 
 
 def asyncio_close(backend) -> None:
