@@ -247,6 +247,56 @@ def test_reward_head_prm_and_orm_on_the_pooling_runner_match_transformers(classi
     assert stats.cached_tokens == 0 and stats.computed_tokens == stats.prompt_tokens  # vLLM recomputed every path
 
 
+def _qwen_process_reward_model(path):
+    """A tiny checkpoint of Qwen2.5-Math-PRM's architecture (Qwen2ForProcessRewardModel: a Qwen2 model
+    and a Linear-ReLU-Linear head of 2 labels), which vLLM implements natively and transformers only
+    through the model's remote code; returns the backbone and head to compute the reference with."""
+    import json
+
+    from safetensors.torch import save_file
+    from transformers import Qwen2Config, Qwen2Model
+
+    torch.manual_seed(1)
+    config = Qwen2Config(vocab_size=len(SPECIAL) + len(WORDS), hidden_size=64, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=256, pad_token_id=1, bos_token_id=2, eos_token_id=3)
+    backbone = Qwen2Model(config).eval()
+    head = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2))
+    with torch.no_grad():
+        head[2].weight.mul_(HEAD_SCALE)
+    weights = {f"model.{k}": v.contiguous() for k, v in backbone.state_dict().items()}
+    weights.update({f"score.{k}": v.contiguous() for k, v in head.state_dict().items()})
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(path / "model.safetensors"))
+    saved = config.to_dict()
+    saved.update(architectures=["Qwen2ForProcessRewardModel"], num_labels=2, torch_dtype="float32")
+    (path / "config.json").write_text(json.dumps(saved))
+    _tokenizer(path)
+    return backbone, head
+
+
+@pytest.mark.engine
+def test_qwen_math_prm_architecture_on_vllm_matches_its_head_computed_by_hand(tmp_path, engines):
+    """The Qwen2.5-Math-PRM layout (``qwen_prm:MODEL``) on vLLM's own Qwen2ForProcessRewardModel,
+    against the same weights run by transformers' Qwen2Model and the head applied by hand."""
+    from tts.verifiers import registry
+
+    backbone, head = _qwen_process_reward_model(tmp_path / "qwen_prm")
+    prm = registry.resolve(f"qwen_prm:{tmp_path / 'qwen_prm'}", backend="vllm")
+    assert isinstance(prm, engines.VLLMRewardHeadPRM) and prm.trust_remote_code
+    texts = TEXTS + ["step 1 <extra_0> sneaky\n\nstep 2"]
+    got, ledger = _scored(prm, PROBLEM, texts)
+    want = []
+    for text in texts:
+        ids, positions = prm.encode(PROBLEM, text)
+        with torch.inference_mode():
+            logits = head(backbone(input_ids=torch.tensor([ids])).last_hidden_state[0])
+        want.append([float(p) for p in torch.softmax(logits[positions], -1)[:, 1]])
+    _same(got, want)
+    assert len({round(x, 4) for s in got for x in s}) > 3  # the steps really score differently
+    assert ledger.verifier_tokens == sum(prm.encode(PROBLEM, t)[1][-1] + 1 for t in texts)
+
+
 @pytest.mark.engine
 def test_token_logit_prms_through_the_lm_heads_good_and_bad_rows_match_transformers(causal_dir, engines):
     tree = random_tree(random.Random(3), make_word_step, 4, 3)
