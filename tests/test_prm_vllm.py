@@ -121,11 +121,18 @@ def _compare(hf, vllm, problem, texts, flops_rel=1e-12):
     full = dataclasses.replace(hf, state_cache_bytes=0)
     texts = _distinct_inputs(hf, problem, texts)
     want, hf_ledger = _scored(full, problem, texts)
+    stats = vllm.rm_engine().stats
+    before = dataclasses.replace(stats)
     got, ledger = _scored(vllm, problem, texts)
     _same(got, want)
-    assert ledger.verifier_tokens == hf_ledger.verifier_tokens
-    assert ledger.flops == pytest.approx(hf_ledger.flops, rel=flops_rel)
-    assert ledger.engine_calls == len(texts)
+    sent, cached = stats.prompt_tokens - before.prompt_tokens, stats.cached_tokens - before.cached_tokens
+    assert sent == hf_ledger.verifier_tokens  # every distinct input, once, in full
+    assert ledger.verifier_tokens == sent - cached  # charged: what vLLM computed
+    if cached:
+        assert ledger.flops < hf_ledger.flops
+    else:
+        assert ledger.flops == pytest.approx(hf_ledger.flops, rel=flops_rel)
+    assert ledger.engine_calls == len(texts) == stats.requests - before.requests
     again, ledger = _scored(vllm, problem, texts)  # every path was scored: answered from the memo
     assert again == got and ledger.verifier_tokens == 0 and ledger.engine_calls == 0
     return got
@@ -243,8 +250,6 @@ def test_reward_head_prm_and_orm_on_the_pooling_runner_match_transformers(classi
     assert ledger.verifier_tokens == want_ledger.verifier_tokens and ledger.engine_calls == len(completions)
     assert ledger.flops == pytest.approx(want_ledger.flops, rel=1e-12)
     assert len(engines._engines) == 1  # the PRM and the ORM shared one engine
-    stats = next(iter(engines._engines.values())).stats
-    assert stats.cached_tokens == 0 and stats.computed_tokens == stats.prompt_tokens  # vLLM recomputed every path
 
 
 def _qwen_process_reward_model(path):
@@ -328,15 +333,45 @@ def test_testbed_prms_on_vllm_match_transformers_with_problems_in_flight(spec, e
         return steps, ledgers
 
     work = [(problem, _distinct_inputs(hf, problem, texts)) for problem, texts in work]
+    stats = vllm.rm_engine().stats
+    before = dataclasses.replace(stats)
     got, ledgers = asyncio.run(all_at_once())
     full = dataclasses.replace(hf, state_cache_bytes=0)
+    sent = 0
     for (problem, texts), steps, ledger in zip(work, got, ledgers):
         want, hf_ledger = _scored(full, problem, texts)
         _same(steps, want)
-        assert ledger.verifier_tokens == hf_ledger.verifier_tokens
-        assert ledger.flops == pytest.approx(hf_ledger.flops, rel=1e-12)
+        assert ledger.verifier_tokens <= hf_ledger.verifier_tokens
+        assert ledger.flops <= hf_ledger.flops * (1 + 1e-12)
+        sent += hf_ledger.verifier_tokens
+    assert stats.prompt_tokens - before.prompt_tokens == sent
+    assert sum(x.verifier_tokens for x in ledgers) == sent - (stats.cached_tokens - before.cached_tokens)
+    if spec == "testbed":
+        _levels_read_their_parents_from_the_cache(hf, vllm)
     if spec == "testbed-verifier":  # on the engine this test started: the command line end to end
         _same_runs_on_both_backends(script, tmp_path)
+
+
+def _levels_read_their_parents_from_the_cache(hf, vllm):
+    """A tree scored level by level, as tree search scores it: each child's input continues its
+    parent's, which vLLM computed in the level before, so vLLM serves that prefix from its cache (in
+    whole 32-token blocks), computes only the rest, and the ledger charges only that; every score is
+    still full rescoring's."""
+    problem = Problem(id="levels", prompt="Compute 12+30+7+25+9 step by step.")
+    levels = random_tree(random.Random(11), make_testbed_step, depth=5, width=3)
+    stats = vllm.rm_engine().stats
+    before = dataclasses.replace(stats)
+    ledger, hf_ledger = Ledger(), Ledger()
+    full = dataclasses.replace(hf, state_cache_bytes=0)
+    for level in levels:
+        texts = _distinct_inputs(hf, problem, ["\n".join(path) for path in level])
+        got = asyncio.run(_steps(vllm, problem, texts, ledger))
+        _same(got, asyncio.run(_steps(full, problem, texts, hf_ledger)))
+    cached = stats.cached_tokens - before.cached_tokens
+    print(f"levels: {hf_ledger.verifier_tokens} tokens in full, vLLM computed {ledger.verifier_tokens} "
+          f"({cached} served from its cache)")
+    assert cached > 0 and ledger.verifier_tokens == hf_ledger.verifier_tokens - cached
+    assert ledger.flops < hf_ledger.flops
 
 
 def _same_runs_on_both_backends(script, tmp_path):

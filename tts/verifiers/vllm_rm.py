@@ -50,6 +50,8 @@ from .prm import HFModel, LazyModel, LikelihoodPRM, RewardHeadPRM, TokenLogitPRM
 
 #: paths whose step scores are remembered per PRM (a path scored again costs nothing)
 MEMO_PATHS = 1 << 16
+#: the KV block size of a reward-model engine on a CPU: only whole blocks are served from the cache
+CPU_BLOCK = 32
 #: the pooling settings of a reward-model engine: per-token outputs for PRMs (ALL pooling: every
 #: position, read here at the step positions), the last token's for ORMs; one engine serves both
 POOLER = {"tok_pooling_type": "ALL", "seq_pooling_type": "LAST"}
@@ -91,7 +93,9 @@ class RMEngine:
         # float32 on a CPU, as the transformers path loads a reward model there (scores then agree to
         # float rounding); the checkpoint's own dtype on a GPU
         dtype = "float32" if cpu and dtype == "auto" else dtype
-        self.args = engine_args(model, VLLMOptions(dtype=dtype), cpu)
+        # KV blocks of 32 tokens on a CPU (vLLM's CPU default, 128, would serve no prefix of a short
+        # path from the cache; its CPU attention takes multiples of 32 only)
+        self.args = engine_args(model, VLLMOptions(dtype=dtype, block_size=CPU_BLOCK if cpu else None), cpu)
         self.args["runner"] = runner
         if hf_overrides:
             self.args["hf_overrides"] = hf_overrides
@@ -141,15 +145,18 @@ class RMEngine:
             self.stats.cached_tokens += cached
 
     # --- requests (called from worker threads; they block until the engine answers) -------------
-    def pool(self, rows: Sequence[Sequence[int]], task: str) -> list[tuple[Any, int]]:
+    def pool(self, rows: Sequence[Sequence[int]], task: str, read_cache: bool = False) -> list[tuple[Any, int]]:
         """Per row, the pooled output (``token_classify``: [tokens, labels]; ``classify``: [labels]) as a
-        float32 tensor, and the prompt tokens vLLM served from its cache."""
+        float32 tensor, and the prompt tokens vLLM served from its cache. ``read_cache``: token pooling
+        may read the prefix cache (vLLM skips it by default), and then returns only the positions it
+        computed, from the number of cached tokens on."""
         from vllm.inputs import TokensPrompt
         from vllm.pooling_params import PoolingParams
 
         async def one(row):
             out = None
-            params = PoolingParams(task=task, use_activation=False)
+            params = PoolingParams(task=task, use_activation=False, **({"skip_reading_prefix_cache": False}
+                                                                        if read_cache else {}))
             async for out in self.engine.encode(TokensPrompt(prompt_token_ids=list(row)), params, uuid.uuid4().hex):
                 pass
             cached = int(out.num_cached_tokens or 0)
@@ -301,7 +308,10 @@ class _VLLMPRM:
     def score_steps_with_cost(self, problem: Problem, texts: list[str]) -> tuple[list[list[float]], tuple[int, float, int]]:
         """Every step's score of each text, and the cost (tokens vLLM computed, their FLOPs, requests).
         Each text not scored before is one request over its input up to its last step's scored token
-        (as the transformers path reads it); texts sharing that input share the request."""
+        (as the transformers path reads it); texts sharing that input share the request. A pooling PRM
+        lets vLLM serve the input's prefix from its cache (the parent's path, computed by an earlier
+        request): vLLM then returns only the positions after it, the steps before come from the memo
+        of scored prefixes, and the ledger charges only what vLLM computed."""
         engine = self.rm_engine()
         memo = self._memo()
         out: list[list[float] | None] = [None] * len(texts)
@@ -317,21 +327,39 @@ class _VLLMPRM:
         rows = [list(r) for r in todo]
         engine.check_lengths(rows)
         shape = self.engine().shape
+        # reserved as if nothing were cached: what vLLM will serve from its cache is known only after
         admit((sum(map(len, rows)), sum(shape.flops(0, len(r)) for r in rows), len(rows)))
-        results = self._request(engine, rows)
-        tokens, flops = 0, 0.0
+        results = self._request(engine, rows, read_cache=bool(memo.size))
+        tokens, flops, requests = 0, 0.0, len(rows)
         read = self._vllm_reader(problem)
         for (row, (ids, positions, indices)), (data, cached) in zip(todo.items(), results):
-            scores = read(data, ids, positions)
-            memo.put(row, scores)
+            scores = self._read_cached(memo, read, data, cached, ids, positions)
+            if scores is None:  # a step before the cached prefix's end was not in the memo: read it all
+                tokens, flops = tokens + len(row) - cached, flops + shape.flops(cached, len(row))
+                (data, cached), = self._request(engine, [list(row)], read_cache=False)
+                requests += 1
+                scores = read(data, 0, ids, positions, 0)
+            for k, p in enumerate(positions):  # every scored prefix, for children that continue it
+                memo.put(ids[:p + 1], scores[:k + 1])
             for i in indices:
                 out[i] = list(scores)
             tokens += len(row) - cached
             flops += shape.flops(cached, len(row))
-        return out, (tokens, flops, len(rows))
+        return out, (tokens, flops, requests)
 
-    def _request(self, engine: RMEngine, rows: list[list[int]]) -> list:
-        return engine.pool(rows, "token_classify")
+    @staticmethod
+    def _read_cached(memo, read, data, cached: int, ids, positions) -> list[float] | None:
+        """The scores of a row whose first ``cached`` positions vLLM served from its cache (``data``
+        holds the positions from ``cached`` on): the steps scored inside the cached prefix from the
+        memo, the others from ``data``; None when the memo lacks them."""
+        done = sum(1 for p in positions if p < cached)
+        before = memo.get(ids[:positions[done - 1] + 1]) if done else []
+        if before is None or len(before) != done:
+            return None
+        return before + read(data, cached, ids, positions, done)
+
+    def _request(self, engine: RMEngine, rows: list[list[int]], read_cache: bool) -> list:
+        return engine.pool(rows, "token_classify", read_cache)
 
 
 def _vllm_fields(obj) -> dict:
@@ -349,8 +377,7 @@ class VLLMRewardHeadPRM(_VLLMPRM, RewardHeadPRM):
         return engine_for(self.model, "pooling", self.dtype, pooler=POOLER)
 
     def _vllm_reader(self, problem: Problem):
-        read = self._reader(problem)
-        return lambda logits, ids, positions: read(logits, 0, ids, positions, 0)
+        return self._reader(problem)  # (logits of positions from offset on, offset, ids, positions, done)
 
 
 @dataclass(frozen=True)
@@ -392,8 +419,9 @@ class VLLMTokenLogitPRM(_VLLMPRM, TokenLogitPRM):
     def _vllm_reader(self, problem: Problem):
         torch = self.engine().torch
 
-        def read(logits, ids, positions):  # logits: [tokens, (good, bad)]
-            return [float(p) for p in torch.softmax(logits[positions], dim=-1)[:, 0]]
+        def read(logits, offset, ids, positions, done):  # logits: [tokens from offset on, (good, bad)]
+            at = logits[[p - offset for p in positions[done:]]]
+            return [float(p) for p in torch.softmax(at, dim=-1)[:, 0]]
 
         return read
 
@@ -408,14 +436,16 @@ class VLLMLikelihoodPRM(_VLLMPRM, LikelihoodPRM):
     def rm_engine(self) -> RMEngine:
         return engine_for(self.model, "generate", self.dtype)
 
-    def _request(self, engine: RMEngine, rows: list[list[int]]) -> list:
+    def _request(self, engine: RMEngine, rows: list[list[int]], read_cache: bool) -> list:
+        # prompt logprobs are always computed in full: vLLM does not read its cache for them
         return engine.prompt_logprobs(rows)
 
     def _vllm_reader(self, problem: Problem):
         torch = self.engine().torch
         start = len(self._question_ids(problem))
 
-        def read(token_logp, ids, tags):  # token_logp[j - 1]: log p(ids[j] | ids[:j])
+        def read(token_logp, offset, ids, tags, done):  # token_logp[j - 1]: log p(ids[j] | ids[:j])
+            assert offset == 0 and done == 0, "prompt logprobs cover the whole input"
             lp = torch.tensor(token_logp, dtype=torch.float32)
             bounds = list(zip([start] + [t + 1 for t in tags[:-1]], tags))
             return [self._reduce(lp[a - 1:t - 1]) for a, t in bounds]
