@@ -20,12 +20,15 @@ What each kind asks of vLLM (0.32.0; every mechanism is read from vLLM's own API
 * :class:`VLLMLikelihoodPRM` (the testbed verifier): the generate runner with ``prompt_logprobs=0``:
   every prompt token's own log-probability, which is all a likelihood PRM reads.
 
-vLLM skips its prefix cache for requests that need per-token outputs (prompt logprobs, token pooling:
-``skip_reading_prefix_cache`` is set), so every scored path is computed from its start: full
-rescoring, not the in-process path's incremental reading. The ledger charges the tokens vLLM computed
-(prompt tokens less the ``num_cached_tokens`` it reports, which is 0 for these requests) and the FLOPs
+vLLM skips its prefix cache by default for requests that need per-token outputs
+(``skip_reading_prefix_cache``). The pooling PRMs turn that off: a child's input, which continues its
+parent's path (scored by an earlier request), is then served from the cache up to the last whole KV
+block of that path (blocks of :data:`CPU_BLOCK` tokens on a CPU), vLLM returns only the positions after
+it, and the steps inside the cached prefix come from the memo of every scored prefix (a miss resends
+the input uncached). Prompt logprobs (the likelihood PRM) are always computed in full. The ledger
+charges the tokens vLLM computed (prompt tokens less the ``num_cached_tokens`` it reports) and the FLOPs
 of those positions by the same :class:`~tts.budget.ModelShape` formula the transformers path uses; a
-path scored before (best-of-N's final scoring of a tree's leaf) is answered from a memo and costs
+path scored before (best-of-N's final scoring of a tree's leaf) is answered from the memo and costs
 nothing. :attr:`RMEngine.stats` keeps the requests, prompt tokens and cached tokens vLLM reported.
 """
 
