@@ -17,7 +17,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tts.data import stepwise  # noqa: E402
-from tts.testbed import POLICY_DIR, PRM_DIR, PRM_CONFIG, VERIFIER_DIR  # noqa: E402,F401
+from tts.testbed import POLICY_DIR, PRM_DIR, PRM_CONFIG, PROBE_DIR, VERIFIER_DIR  # noqa: E402,F401
 from tts.types import Message  # noqa: E402
 from tts.backends.base import render_chat_fallback  # noqa: E402
 

@@ -13,6 +13,8 @@ per problem at temperature 0.7 (the CLI's default); the exact checker gives each
   among siblings (a right and a wrong step at the same index of the same problem, as search compares).
 
     .venv/bin/python experiments/testbed/evaluate_prm.py --out experiments/testbed/results/prm_eval.json
+    .venv/bin/python experiments/testbed/evaluate_prm.py --prm probe --problems 60 --threshold auto \
+        --out experiments/testbed/results/probe_eval.json
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1, help="dataset seed of the held-out problems")
     ap.add_argument("--threshold", default=0.5, type=lambda v: v if v == "auto" else float(v),
                     help="step score below which a step is called wrong, or 'auto': chosen on other problems")
-    ap.add_argument("--prm", default=None, help="PRM folder (default: the committed testbed PRM)")
+    ap.add_argument("--prm", default=None, help="PRM folder (default: the committed testbed PRM), testbed-verifier, "
+                                                "or probe / probe:FOLDER (a probe on the policy's own states)")
     ap.add_argument("--policy", default=None,
                     help="model folder that writes the samples (default: the testbed policy)")
     ap.add_argument("--out", type=Path, default=None, help="write the measurements here as JSON")
@@ -107,7 +110,10 @@ def main() -> None:
 
     started = time.time()
     model, tok = common.load_policy(args.policy)
-    prm = tts.testbed.load_prm(args.prm, device="cpu", max_batch=64)
+    if args.prm == "probe" or (args.prm or "").startswith("probe:"):  # the probe on the policy's own states
+        prm = tts.testbed.load_probe(args.prm.partition(":")[2] or None, device="cpu", max_batch=64)
+    else:
+        prm = tts.testbed.load_prm(args.prm, device="cpu", max_batch=64)
     if args.threshold == "auto":
         # Chosen on other problems (seed + 1), never on the ones measured: the threshold that maximises
         # ProcessBench F1 there. A PRM trained with balanced classes is not calibrated at 0.5.

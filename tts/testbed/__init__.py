@@ -31,6 +31,9 @@ PRM_DIR = HERE / "prm"
 #: the policy trained further (more steps on other problems): a stronger model of the same task, read as
 #: a LikelihoodPRM (a step scores its own tokens' probabilities under it)
 VERIFIER_DIR = HERE / "verifier"
+#: a probe on the policy's own hidden states (tts.verifiers.probe; ``--step-scorer probe``), trained by
+#: experiments/testbed/train_probe.py on exact step labels
+PROBE_DIR = HERE / "probe"
 #: the file in a PRM folder that says how the verifier reads it (tts.verifiers.prm.load_folder)
 PRM_CONFIG = FOLDER_CONFIG
 #: --prm names of the testbed's folders
@@ -45,6 +48,14 @@ def load_prm(folder: str | Path | None = None, **overrides):
         raise ValueError(f"PRM path {str(folder)!r} is not a Hugging Face model folder (no config.json there); "
                          f"give a local model folder or one of: {', '.join(ALIASES)}")
     return load_folder(folder, **overrides)
+
+
+def load_probe(folder: str | Path | None = None, **overrides):
+    """The probe step scorer of a probe folder (default: the testbed's, on the testbed policy), a
+    :class:`tts.verifiers.probe.ProbePRM`."""
+    from ..verifiers.probe import ProbePRM
+
+    return ProbePRM.from_folder(PROBE_DIR if folder is None else Path(folder).expanduser(), **overrides)
 
 
 def prm(**overrides):

@@ -7,6 +7,8 @@ A spec is one of:
   ``confidence_lowest_group``: token confidence of the candidate itself, no second model;
 * ``testbed`` or ``testbed-verifier``: the testbed's PRM or its stronger verifier (``tts/testbed``);
 * a local PRM folder, read by its ``tts_prm.json`` (else as a Math-Shepherd-style tagged PRM);
+* ``probe`` or ``probe:FOLDER``: a probe on the policy's own hidden states (``tts.verifiers.probe``;
+  default the testbed's, ``tts/testbed/probe``); it runs on transformers whatever the PRM backend;
 * ``qwen_prm:MODEL``, ``math_shepherd:MODEL``, ``rlhflow:MODEL``: the published PRM families on
   transformers, MODEL a local folder.
 
@@ -27,8 +29,9 @@ from typing import Any, Iterator
 CONFIDENCE = ("confidence", "confidence_mean", "confidence_tail", "confidence_lowest_group")
 FAMILIES = ("qwen_prm", "math_shepherd", "rlhflow")
 ALIASES = ("testbed", "testbed-verifier")
+PROBE = "probe"
 #: what a spec may be, for messages and help
-SPEC_HELP = (f"{', '.join(CONFIDENCE)}, {', '.join(ALIASES)}, a local PRM folder, or "
+SPEC_HELP = (f"{', '.join(CONFIDENCE)}, {', '.join(ALIASES)}, {PROBE} (or {PROBE}:FOLDER), a local PRM folder, or "
              f"{', '.join(f + ':MODEL' for f in FAMILIES)}")
 
 #: where reward models run: transformers in this process, or a vLLM engine
@@ -84,6 +87,12 @@ def _make(spec: str) -> Any:
 
         return ConfidenceVerifier("mean" if spec == "confidence" else spec.removeprefix("confidence_"))
     family, sep, model = spec.partition(":")
+    if spec == PROBE or family == PROBE and sep:
+        if sep and not model:
+            raise ValueError(f"verifier {spec!r}: give the probe folder after the colon")
+        from ..testbed import load_probe
+
+        return load_probe(model or None)
     if sep and family in FAMILIES:
         if not model:
             raise ValueError(f"verifier {spec!r}: give the model folder after the colon")
