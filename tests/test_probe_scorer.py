@@ -126,8 +126,16 @@ def test_registry_resolves_probe_and_the_strategies_take_it(tmp_path):
     from tts.types import SamplingParams
     from tts.verifiers.registry import resolve
 
+    from tts.strategies.steps import StepScorer
+    from tts.verifiers.base import StepVerifier, Verifier
+
     scorer = resolve("probe")
     assert isinstance(scorer, ProbePRM) and scorer is resolve("probe")
+    assert isinstance(scorer, Verifier) and isinstance(scorer, StepVerifier)
+    assert isinstance(PRMStepScorer(scorer), StepScorer)
+    # vLLM returns no hidden states: on --prm-backend vllm the probe stays on transformers, in-process
+    on_vllm = resolve("probe", "vllm")
+    assert type(on_vllm) is ProbePRM and on_vllm.probe == scorer.probe
     assert scorer.probe == tts.testbed.PROBE_DIR and scorer.model == str(tts.testbed.POLICY_DIR.resolve())
     assert scorer.step_separator == "\n"
     beam = create("beam_search", 4, SamplingParams(), {"step_scorer": "probe"})
