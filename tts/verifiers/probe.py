@@ -238,8 +238,8 @@ class ProbePRM(TokenLogitPRM):
         if tensors["mean"].shape[0] != wrapped.width:
             raise ValueError(f"probe {str(self.probe)!r} reads {tensors['mean'].shape[0]} features, but "
                              f"{len(wrapped.layers)} hidden state(s) of this policy give {wrapped.width}")
-        param = next(eng.model.parameters())
-        self._head["torch"] = {k: eng.torch.as_tensor(v).to(param.device) for k, v in tensors.items()}
+        # on the CPU, where the PRM machinery hands the windows of outputs to the reader
+        self._head["torch"] = {k: eng.torch.as_tensor(v) for k, v in tensors.items()}
         # FLOPs per token: the policy's (decoder and LM head) and the head's, once per step (counted per
         # token here: an upper bound, as it is a few hundred multiply-adds)
         shape = eng.shape
@@ -255,7 +255,7 @@ class ProbePRM(TokenLogitPRM):
         head = self._head["torch"]
 
         def read(window, offset: int, ids: list[int], positions: list[int], done: int) -> list[float]:
-            feats = step_features(window.to(head["mean"].device), offset, ids, positions, done, start, vocab)
+            feats = step_features(window.float().cpu(), offset, ids, positions, done, start, vocab)
             return [float(p) for p in torch.sigmoid(head_forward(head, feats))]
 
         return read
