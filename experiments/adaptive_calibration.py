@@ -1,8 +1,9 @@
 """Fit adaptive consistency's calibrated stopping rule on a training split of recorded majority@N pools,
 and replay it on the held-out problems beside the Beta rule and majority@N itself.
 
-Input: a results file of ``majority@N`` (or plain ``majority --n N``) records; problems in file order
-(sorted by id), the first ``--train`` of them the training split, the rest held out. The table and its
+Input: results files of ``majority@N`` (or plain ``majority --n N``) records, e.g. the same problems run
+with several seeds for more pools per problem; problems sorted by id, the first ``--train`` of them the
+training split (all their pools), the rest held out, so no problem is on both sides. The table and its
 epsilon are fitted on the training split only (epsilon by 5-fold cross-fitting there, see
 tts/strategies/stopping.py); the held-out rows replay each rule on the held-out pools, in the order the
 samples were drawn, so every rule is compared on the very same samples.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", help="results file of majority@N records")
+    ap.add_argument("results", nargs="+", help="results files of majority@N records")
     ap.add_argument("--strategy", default=None, help="which strategy's records (default: the only one, or majority@N)")
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--batch", type=int, default=1, help="samples per round the table is fitted for")
@@ -36,16 +37,18 @@ def main() -> None:
     from tts.strategies.adaptive import beta_leader_probability
     from tts.strategies.stopping import fit, pools_from_records, replay, replay_rule
 
-    records = read_records(args.results)
+    records = [r for path in args.results for r in read_records(path)]
     names = sorted({r["strategy"] for r in records})
     name = args.strategy or (names[0] if len(names) == 1 else f"majority@{args.n}")
-    records = sorted((r for r in records if r["strategy"] == name), key=lambda r: r["id"])
-    pools = pools_from_records(records, args.n)
-    if len(pools) <= args.train:
-        raise SystemExit(f"{len(pools)} usable pools of {args.n} samples in {args.results} ({name}); need more than --train {args.train}")
-    train, held = pools[:args.train], pools[args.train:]
+    records = sorted((r for r in records if r["strategy"] == name), key=lambda r: r["id"])  # stable: files in order
+    ids = sorted({r["id"] for r in records})
+    if len(ids) <= args.train:
+        raise SystemExit(f"{len(ids)} problems of {name} in {', '.join(args.results)}; need more than --train {args.train}")
+    training_ids = set(ids[:args.train])
+    train = pools_from_records([r for r in records if r["id"] in training_ids], args.n)
+    held = pools_from_records([r for r in records if r["id"] not in training_ids], args.n)
     table, curve = fit(train, args.n, args.batch, args.tolerance, fitted_on=args.fitted_on)
-    print(f"{name}: {len(train)} training pools, {len(held)} held out; epsilon {table.epsilon:.4f} "
+    print(f"{name}: {len(train)} training pools ({args.train} problems), {len(held)} held out ({len(ids) - args.train} problems); epsilon {table.epsilon:.4f} "
           f"(cross-fitted on training: accuracy {next(c for c in curve if c['epsilon'] == table.epsilon)['accuracy']:.3f} "
           f"vs majority {curve[0]['majority_accuracy']:.3f})")
 
