@@ -17,6 +17,10 @@ wrong one, so combine its step scores with ``min`` (``--aggregation min``) in tr
 :class:`tts.verifiers.prm.LikelihoodPRM` (``--prm testbed-verifier``): each step scores the lowest
 probability this stronger model gives one of its tokens. The trained PRM ranks two candidates for the
 same step near chance; the verifier ranks them well, so it is the one that makes search pay off.
+
+:data:`PROBE_DIR` holds a probe of the policy's own states (``--step-scorer probe``, no second model;
+:func:`load_probe`, :class:`tts.verifiers.probe.ProbePRM`), trained by
+``experiments/testbed/train_probe.py`` on exact step labels.
 """
 
 from __future__ import annotations
