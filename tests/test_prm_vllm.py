@@ -187,6 +187,27 @@ def test_the_command_line_refuses_a_bad_prm_backend_in_one_line(tmp_path, script
         assert not (tmp_path / "r.jsonl").exists()
 
 
+@pytest.mark.engine
+def test_a_reward_model_vllm_cannot_load_is_one_line_before_the_run(tmp_path, script, engines):
+    import json
+    import shutil
+
+    from tts.testbed import PRM_DIR
+
+    folder = tmp_path / "prm"
+    shutil.copytree(PRM_DIR, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["NoSuchModelForCausalLM"]}))
+    proc = subprocess.run([sys.executable, "-m", "tts.cli", "run", "--backend", "scripted", "--model", script,
+                           "--limit", "2", "--strategy", "best_of_n", "--verifier", str(folder),
+                           "--prm-backend", "vllm", "--out", str(tmp_path / "r.jsonl")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "vLLM could not start reward model" in errors[0], proc.stderr[-3000:]
+    assert not (tmp_path / "r.jsonl").exists()
+
+
 def _recipe(tmp_path, text):
     path = tmp_path / "recipe.yaml"
     path.write_text(text)

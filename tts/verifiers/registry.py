@@ -74,9 +74,9 @@ def resolve(spec: str, backend: str | None = None) -> Any:
         if (spec, backend) not in _loaded:
             verifier = _make(spec)
             if backend == "vllm":
-                from .vllm_rm import on_vllm
+                from .vllm_rm import on_vllm, started
 
-                verifier = on_vllm(verifier)
+                verifier = started(on_vllm(verifier))  # a model vLLM cannot load fails here, in one line
             _loaded[spec, backend] = verifier
         return _loaded[spec, backend]
 

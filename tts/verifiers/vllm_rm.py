@@ -201,8 +201,10 @@ class RMEngine:
         except Exception as exc:
             from vllm.v1.engine.exceptions import EngineDeadError
 
-            if isinstance(exc, EngineDeadError):
-                raise RuntimeError(f"the vLLM engine of reward model {self.model!r} died: {exc}") from exc
+            from ..backends.vllm import VLLMError
+
+            if isinstance(exc, EngineDeadError):  # an EngineError: one line from the command line
+                raise VLLMError(f"the vLLM engine of reward model {self.model!r} died: {exc}") from exc
             raise
 
     def close(self) -> None:
@@ -470,10 +472,13 @@ class VLLMSequenceClassifierORM(SequenceClassifierORM):
                 self._lazy.value = TokenizerModel(self.model, self.trust_remote_code)
             return self._lazy.value
 
+    def rm_engine(self) -> RMEngine:
+        return engine_for(self.model, "pooling", self.dtype, pooler=POOLER)
+
     def scores(self, problem: Problem, texts: Sequence[str]) -> tuple[list[float], tuple[int, float, int]]:
         eng = self.engine()
         torch = eng.torch
-        engine = engine_for(self.model, "pooling", self.dtype, pooler=POOLER)
+        engine = self.rm_engine()
         rows = [self.encode(problem, t) for t in texts]
         engine.check_lengths(rows)
         admit((sum(map(len, rows)), sum(eng.shape.flops(0, len(r)) for r in rows), len(rows)))
@@ -495,6 +500,14 @@ class VLLMSequenceClassifierORM(SequenceClassifierORM):
 
 _ON_VLLM = {RewardHeadPRM: VLLMRewardHeadPRM, LikelihoodPRM: VLLMLikelihoodPRM, TokenLogitPRM: VLLMTokenLogitPRM,
             SequenceClassifierORM: VLLMSequenceClassifierORM}
+
+
+def started(verifier: Any) -> Any:
+    """``verifier`` with its engine started (a model vLLM cannot load is a ValueError now, not in the
+    middle of a run)."""
+    if hasattr(verifier, "rm_engine"):
+        verifier.rm_engine()
+    return verifier
 
 
 def on_vllm(verifier: Any) -> Any:
