@@ -261,3 +261,27 @@ def test_cli_bad_probe_is_one_error_line_exit_2(tmp_path):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert "probe.json must hold a JSON object" in lines[0] and not out.exists()
+
+
+def test_beam_search_with_the_probe_on_the_policy():
+    """End to end, as `tts run --step-scorer probe` builds it: the probe scores every node, its work is in
+    the problem's ledger, and it reads only new tokens (not every path again)."""
+    import tts
+    from tts import data
+    from tts.backends.hf import HFBackend
+    from tts.strategies import create
+
+    problems = data.load("steps2", limit=2, seed=3)
+    beam = create("beam_search", 4, tts.SamplingParams(temperature=0.7, max_tokens=64),
+                  {"step_scorer": "probe", "expansions": 2, "aggregation": "min"})
+    assert beam.segmenter.delimiter in (None, "\n")
+    results = tts.run(problems, beam, HFBackend(tts.testbed.POLICY_DIR))
+    for problem, r in zip(problems, results):
+        assert r.trace.answer is not None and r.trace.candidates
+        spent = r.trace.ledger
+        question = len(beam.scorer.prm._question_ids(problem))
+        nodes = [n for n in r.trace.info["tree"]["nodes"] if n["kind"] == "step"]
+        # incremental: the question once, then each node's own step and tag (each generated step ends in
+        # the line break its tag stands for); rescoring every path in full would read the question per node
+        assert 0 < spent["verifier_tokens"] <= spent["generated_tokens"] + question + len(nodes)
+        assert len(nodes) * question > spent["generated_tokens"] + question + len(nodes)
