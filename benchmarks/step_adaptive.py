@@ -124,11 +124,9 @@ def fresh_verifier_states() -> None:
     """Forget the verifier's cached prefix states, so each strategy pays its own verifier forwards: the
     verifier is loaded once per process (tts.verifiers.registry) and a prefix an earlier strategy scored
     on the same problem would otherwise be free for the next one, understating its FLOPs."""
-    from tts.verifiers.registry import resolve
+    from tts.verifiers.registry import forget_states
 
-    lazy = getattr(resolve("testbed-verifier"), "_lazy", None)
-    if lazy is not None:
-        lazy.states = None
+    forget_states()
 
 
 def asyncio_close(backend) -> None:

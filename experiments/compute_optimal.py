@@ -59,6 +59,7 @@ from tts.escapes import decode_escapes  # noqa: E402
 from tts.routing import FEATURES, Point, Row, Setting, cells, evaluate, fit, frontier, probe_feature  # noqa: E402
 from tts.verifiers.registry import resolve as verifier_from_spec  # noqa: E402
 from tts.runtime import derive_seed, run_async  # noqa: E402
+from tts.verifiers.registry import forget_states  # noqa: E402
 from tts.strategies import Auto, BestOfN, create  # noqa: E402
 from tts.strategies.select import choose  # noqa: E402
 from tts.types import SamplingParams  # noqa: E402
@@ -226,6 +227,7 @@ async def build_pool(cfg, problems, backend, verifier, out: Path) -> dict[str, d
             if done % 10 == 0 or done == len(todo):
                 log(f"pool: {done}/{len(todo)} problems, {time.perf_counter() - started:.0f} s")
 
+        forget_states()  # each setting pays its own verifier work
         await run_async(todo, strategy, backend, grader=grader_for, concurrency=cfg["concurrency"],
                         seed=cfg["seed"], on_result=on_result)
     return cache.lines
@@ -306,6 +308,7 @@ async def run_settings(cfg, problems, backend, verifier, out: Path) -> list[Row]
                              "generated_tokens": led["generated_tokens"], "flops": led["flops"],
                              "candidates": len(result.trace.candidates)})
 
+            forget_states()  # each setting pays its own verifier work
             await run_async(todo, strategy, backend, grader=grader_for, concurrency=cfg["concurrency"],
                             seed=cfg["seed"], on_result=on_result)
             log(f"{setting.label}: done in {time.perf_counter() - started:.0f} s")
@@ -341,6 +344,7 @@ async def auto_check(cfg, policy, problems, backend, budgets, out: Path) -> list
                              "generated_tokens": led["generated_tokens"], "flops": led["flops"],
                              "route": result.trace.info.get("route")})
 
+            forget_states()  # each setting pays its own verifier work
             await run_async(todo, strategy, backend, grader=grader_for, budget=Budget(generated_tokens=int(budget)),
                             concurrency=cfg["concurrency"], seed=cfg["seed"], on_result=on_result)
         recs = [cache.lines[p.id] for p in problems]

@@ -139,3 +139,20 @@ def test_deep_paths_scored_cold_match_full_rescoring():
     assert all(len(s) == 5 for s in got)
     for a, b in zip(got, want):
         assert a == pytest.approx(b, abs=TOLERANCE)
+
+
+def test_forget_states_makes_the_next_strategy_pay_its_own_verifier_work():
+    """tts run forgets every loaded verifier's scored prefixes before each strategy: what the second
+    strategy of a run is charged equals what it is charged alone."""
+    from tts.verifiers.registry import forget_states, resolve
+
+    prm = resolve("testbed")
+    problem = Problem(id="t", prompt="Compute 12+30+7 step by step.")
+    texts = ["12+30 = 42\n42+7 = 49\nAnswer: 49", "12+30 = 42\n42+7 = 48\nAnswer: 48"]
+    forget_states()
+    first = prm.score_steps_with_cost(problem, texts)
+    again = prm.score_steps_with_cost(problem, texts)
+    assert again[1][0] < first[1][0]  # the states were kept: read for free the second time
+    forget_states()
+    fresh = prm.score_steps_with_cost(problem, texts)
+    assert fresh[1] == first[1] and fresh[0] == first[0]

@@ -564,7 +564,9 @@ def _run_one(strategy, problems, engine, writer, chash, run_info, budget, run_le
     from .data import Grader
     from .data.grading import vote_key_for
     from .verifiers.answers import same_answer
+    from .verifiers.registry import forget_states
 
+    forget_states()  # no strategy reads the prefixes an earlier one scored: its cost is its own
     started = time.perf_counter()
     tokens = 0
     with Progress(

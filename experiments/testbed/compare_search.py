@@ -48,6 +48,7 @@ from tts.data import Grader
 from tts.report import bootstrap_interval, summarize_records
 from tts.results import ResultsWriter, config_hash, result_record
 from tts.runtime import run_async
+from tts.verifiers.registry import forget_states
 from tts.types import SamplingParams
 from tts.verifiers.answers import same_answer
 
@@ -81,6 +82,7 @@ def run_level(engine, level: str, n: int, args) -> dict[str, list[dict]]:
         if not todo:
             continue
         started = time.time()
+        forget_states()  # each strategy pays its own verifier work (no prefix another one scored is free)
         asyncio.run(run_async(
             todo, s, engine, grader=Grader(default=same_answer), budget=Budget(), run_ledger=Ledger(),
             concurrency=args.concurrency, seed=args.seed,

@@ -81,6 +81,19 @@ def resolve(spec: str, backend: str | None = None) -> Any:
         return _loaded[spec, backend]
 
 
+def forget_states() -> None:
+    """Drop what every loaded verifier kept of the prefixes it scored (incremental PRM states, the vLLM
+    reward models' memos), so the next strategy of a run pays for its own verifier work: a strategy's
+    cost must not depend on which strategies ran before it on the same problems."""
+    with _lock:
+        loaded = list(_loaded.values())
+    for verifier in loaded:
+        lazy = getattr(verifier, "_lazy", None)
+        if lazy is not None and hasattr(lazy, "states"):
+            with lazy.lock:
+                lazy.states = None
+
+
 def _make(spec: str) -> Any:
     if spec in CONFIDENCE:
         from .confidence import ConfidenceVerifier
