@@ -82,15 +82,20 @@ class Setting:
 
     @property
     def label(self) -> str:
-        """``majority@8``, ``revise@8[revisions=4]``: short, unique, sortable."""
-        extra = ",".join(f"{k}={v}" for k, v in self.options)
-        return f"{self.strategy}@{self.n}" + (f"[{extra}]" if extra else "")
+        """``majority@8``, ``revise@8[revisions=4]``: short, unique, sortable, one line."""
+        return f"{self.strategy}@{self.n}" + self._extra()
 
     @property
     def family(self) -> str:
         """The label without n: the points of one family form one curve in a plot."""
-        extra = ",".join(f"{k}={v}" for k, v in self.options)
-        return self.strategy + (f"[{extra}]" if extra else "")
+        return self.strategy + self._extra()
+
+    def _extra(self) -> str:
+        # a value with a line break or tab (a step delimiter "\n") is written as its escape, so a label
+        # stays one line in tables and logs
+        extra = ",".join(f"{k}={str(v).encode('unicode_escape').decode() if any(c < ' ' for c in str(v)) else v}"
+                         for k, v in self.options)
+        return f"[{extra}]" if extra else ""
 
     def to_json(self) -> dict:
         return {"strategy": self.strategy, "n": self.n, "options": dict(self.options)}
