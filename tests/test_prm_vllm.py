@@ -31,7 +31,7 @@ from tts.verifiers.orm import SequenceClassifierORM  # noqa: E402
 from tts.verifiers.prm import RewardHeadPRM, TokenLogitPRM  # noqa: E402
 
 from .test_prm_incremental import make_testbed_step, make_word_step, random_tree  # noqa: E402
-from .test_verifier_rm import PROBLEM, SPECIAL, TEXTS, WORDS, _tokenizer  # noqa: E402
+from .test_verifier_rm import PROBLEM, SPECIAL, TEXTS, WORDS, _model, _tokenizer  # noqa: E402
 
 TOLERANCE = 1e-4
 #: the output layers are scaled up so that steps score visibly differently, and not so far that the
@@ -42,22 +42,7 @@ HEAD_SCALE = 4
 def _tiny(path, cls, scale=HEAD_SCALE, **extra):
     """A tiny Llama that vLLM's CPU attention takes (head size 32: 8 is refused with "Unsupported CPU
     attention configuration: head_dim=8")."""
-    from transformers import LlamaConfig
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(SPECIAL) + len(WORDS), hidden_size=64, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256, pad_token_id=1,
-        bos_token_id=2, eos_token_id=3, **extra,
-    )
-    model = cls(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.startswith(("lm_head", "score")):
-                p.mul_(scale)
-    model.save_pretrained(str(path))
-    _tokenizer(path)
-    return str(path)
+    return _model(path, cls, hidden_size=64, intermediate_size=64, scale=scale, **extra)
 
 
 @pytest.fixture(scope="module")

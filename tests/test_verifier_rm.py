@@ -45,12 +45,12 @@ def _tokenizer(path):
     return fast
 
 
-def _model(path, cls, **extra):
+def _model(path, cls, hidden_size=16, intermediate_size=32, scale=50, **extra):
     from transformers import LlamaConfig
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(SPECIAL) + len(WORDS), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        vocab_size=len(SPECIAL) + len(WORDS), hidden_size=hidden_size, intermediate_size=intermediate_size, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256, pad_token_id=1,
         bos_token_id=2, eos_token_id=3, **extra,
     )
@@ -59,7 +59,7 @@ def _model(path, cls, **extra):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.startswith(("lm_head", "score")):
-                p.mul_(50)
+                p.mul_(scale)
     model.save_pretrained(str(path))
     _tokenizer(path)
     return str(path)

@@ -92,6 +92,20 @@ def policy_samples(model, tok, per_level: int, k: int, temperatures, seed: int, 
     return out
 
 
+def training_samples(model, tok, args, exclude) -> tuple[list[dict], list[dict]]:
+    """The policy's samples and the controlled mistakes a PRM or probe trains on: read from
+    ``args.samples`` when that file exists, else drawn (and written there when it is given), so several
+    trainings on one policy sample once."""
+    if args.samples and args.samples.is_file():
+        cached = json.loads(args.samples.read_text())
+        return cached["sampled"], cached["made"]
+    sampled = policy_samples(model, tok, args.per_level, args.k, (0.7, 1.2), args.seed, exclude)
+    made = mistake_samples(args.mistakes, args.seed, exclude)
+    if args.samples:
+        args.samples.write_text(json.dumps({"sampled": sampled, "made": made}))
+    return sampled, made
+
+
 def mistake_samples(per_level: int, seed: int, exclude) -> list[dict]:
     """Correct solutions cut after a random step; half of them end in a wrong step instead."""
     rng = random.Random(f"prm-mistakes:{seed}")
@@ -245,15 +259,7 @@ def main() -> None:
 
     started = time.time()
     model, tok = common.load_policy(args.policy)
-    exclude = common.held_out()
-    if args.samples and args.samples.is_file():
-        cached = json.loads(args.samples.read_text())
-        sampled, made = cached["sampled"], cached["made"]
-    else:
-        sampled = policy_samples(model, tok, args.per_level, args.k, (0.7, 1.2), args.seed, exclude)
-        made = mistake_samples(args.mistakes, args.seed, exclude)
-        if args.samples:
-            args.samples.write_text(json.dumps({"sampled": sampled, "made": made}))
+    sampled, made = training_samples(model, tok, args, common.held_out())
     samples = sampled + made
     prm = TokenLogitPRM(str(args.policy), device="cpu", **PRM_OPTIONS)  # the verifier's own encoder
     rows = encode_all(prm, tok, samples)

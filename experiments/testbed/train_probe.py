@@ -34,7 +34,6 @@ of it sampling the policy).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import time
@@ -43,7 +42,7 @@ from pathlib import Path
 import common
 from common import stepwise
 from evaluate_prm import prm_metrics
-from train_prm import PRM_OPTIONS, mistake_samples, policy_samples
+from train_prm import PRM_OPTIONS, training_samples
 
 #: the tagged layout the probe reads (the trained PRM's: the policy's own prompt and one step per line)
 LAYOUT = {k: PRM_OPTIONS[k] for k in ("question_prefix", "question_separator", "step_tag", "step_join", "step_separator")}
@@ -121,15 +120,7 @@ def main() -> None:
 
     started = time.time()
     model, tok = common.load_policy(args.policy)
-    exclude = common.held_out()
-    if args.samples and args.samples.is_file():
-        cached = json.loads(args.samples.read_text())
-        sampled, made = cached["sampled"], cached["made"]
-    else:
-        sampled = policy_samples(model, tok, args.per_level, args.k, (0.7, 1.2), args.seed, exclude)
-        made = mistake_samples(args.mistakes, args.seed, exclude)
-        if args.samples:
-            args.samples.write_text(json.dumps({"sampled": sampled, "made": made}))
+    sampled, made = training_samples(model, tok, args, common.held_out())
     print(f"{len(sampled)} policy samples, {len(made)} controlled mistakes ({time.time() - started:.0f} s)", flush=True)
 
     # validation: the policy samples of a share of the problems (whole problems, so siblings stay together)

@@ -116,6 +116,8 @@ class StoppingTable:
         from ..inputs import InputFileError, read_small_text
 
         path = Path(path)
+        if path.exists() and not path.is_file():
+            raise CalibrationError(f"{path}: not a regular file; give a calibration JSON file")
         if not path.is_file():
             packaged = Path(__file__).parent / "calibrations" / f"{path.name}.json"
             if packaged.is_file() and path.name == str(path):
@@ -232,10 +234,6 @@ def fit(pools: Sequence[Pool], n: int, batch: int = 1, tolerance: float = 0.005,
     allowed = [c for c in curve if c["accuracy"] - c["majority_accuracy"] - z * c["difference_se"] >= -tolerance - 1e-12]
     best = min(allowed, key=lambda c: (c["samples"], c["epsilon"]))
     return _table(pools, n, batch, best["epsilon"], fitted_on), curve
-
-
-def _with_epsilon(table: StoppingTable, epsilon: float) -> StoppingTable:
-    return StoppingTable(table.n, table.batch, epsilon, table.gains, table.margins, table.default, table.fitted_on)
 
 
 def pools_from_records(records: Iterable[dict], n: int) -> list[Pool]:
