@@ -362,7 +362,7 @@ class VLLMBackend:
         self.shape = _shape_for(self.model_name)
         self._closed = False
         # Shut the engine's worker processes down even when the caller forgets aclose().
-        self._finalizer = weakref.finalize(self, _shutdown, self.engine, self._loop, self._thread)
+        self._finalizer = weakref.finalize(self, shutdown_engine, self.engine, self._loop, self._thread)
 
     async def _start_engine(self):
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -507,7 +507,7 @@ async def _cancel(state: _Request) -> None:
         pass
 
 
-def _shutdown(engine, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+def shutdown_engine(engine, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
     try:
         if loop.is_running():
             asyncio.run_coroutine_threadsafe(_shutdown_on_loop(engine), loop).result(timeout=60)

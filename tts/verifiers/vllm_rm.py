@@ -122,9 +122,9 @@ class RMEngine:
             self._thread.join(timeout=30)
             raise ValueError(f"vLLM could not start reward model {model!r} ({runner} runner): {exc}") from exc
         self.max_model_len = int(self.engine.model_config.max_model_len)
-        from ..backends.vllm import _shutdown
+        from ..backends.vllm import shutdown_engine
 
-        self._finalizer = weakref.finalize(self, _shutdown, self.engine, self._loop, self._thread)
+        self._finalizer = weakref.finalize(self, shutdown_engine, self.engine, self._loop, self._thread)
 
     async def _start(self):
         from vllm.engine.arg_utils import AsyncEngineArgs
