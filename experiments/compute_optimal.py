@@ -56,7 +56,7 @@ from tts import backends, data  # noqa: E402
 from tts.budget import Budget  # noqa: E402
 from tts.data.grading import grader_for, vote_key_for  # noqa: E402
 from tts.escapes import decode_escapes  # noqa: E402
-from tts.routing import FEATURES, Point, Row, Setting, cells, evaluate, fit, frontier, probe_feature  # noqa: E402
+from tts.routing import ALLOCATIONS, BASE_FEATURES, FEATURES, Point, Row, Setting, cells, evaluate, fit, frontier, probe_feature  # noqa: E402
 from tts.verifiers.registry import resolve as verifier_from_spec  # noqa: E402
 from tts.runtime import derive_seed, run_async  # noqa: E402
 from tts.verifiers.registry import forget_states  # noqa: E402
@@ -85,11 +85,16 @@ DEFAULTS: dict[str, Any] = {
     "bins": 3,
     "probes": 2,
     "feature": "auto",  # mean_score, max_score, agreement, agreement_score, or auto: best on the training split
-    "unit": "generated_tokens",
+    "unit": "generated_tokens",  # or flops (the verifier's included)
     # per-problem budgets in `unit`; default: 1.1 x the mean sample length x 1, 1.4, 2, 2.8, ... pool_n
+    # (flops: one verified sample's mean cost x 1, 1.4, 2, ... 4 x pool_n)
     "budgets": None,
+    # how a budget is split between difficulty bins: cap (every problem keeps to it) or mean (the average
+    # problem does: compute moves from hopeless and solved bins to the ones where it pays)
+    "allocation": "cap",
     "train_fraction": 0.5,
     "tolerance": 0.0,
+    "resamples": 1000,  # bootstrap resamples of the held-out problems for the savings' intervals (0: none)
     "auto_check": None,  # budgets for real `auto` runs on held-out problems; default: three of the budgets
     "engine_options": {},  # passed to the backend (e.g. gpu_memory_utilization for vLLM next to a PRM)
     "out": "runs/compute_optimal",
@@ -123,7 +128,7 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         cfg.update(QUICK)
         cfg["out"] = str(cfg["out"]).rstrip("/") + "-quick"
-    for name in list(RUN_KEYS) + ["out", "pool_n", "bootstrap", "bins", "probes"]:
+    for name in list(RUN_KEYS) + ["out", "pool_n", "bootstrap", "bins", "probes", "allocation", "resamples"]:
         value = getattr(args, name, None)
         if value is not None:
             cfg[name] = value
@@ -134,6 +139,8 @@ def load_config(args: argparse.Namespace) -> dict[str, Any]:
         cfg["backend"] = backends.default_backend_name()
     if cfg["pool_n"] < 1 or cfg["probes"] > cfg["pool_n"]:
         raise SystemExit(f"error: pool_n must be at least probes ({cfg['probes']}), got {cfg['pool_n']}")
+    if cfg["allocation"] not in ALLOCATIONS:
+        raise SystemExit(f"error: allocation must be one of {', '.join(ALLOCATIONS)}, got {cfg['allocation']!r}")
     if cfg["feature"] != "auto" and cfg["feature"] not in FEATURES:
         raise SystemExit(f"error: feature must be auto or one of {', '.join(FEATURES)}, got {cfg['feature']!r}")
     verifier_from_spec(cfg["verifier"])  # a bad spec fails before any model loads
@@ -320,7 +327,8 @@ async def run_settings(cfg, problems, backend, verifier, out: Path) -> list[Row]
 def probe_info(cfg, rec, feature_name: str | None = None) -> tuple[float, float, float]:
     """The predictor's feature and what the probes cost (tokens, FLOPs), from the first pool samples."""
     first = rec["samples"][: cfg["probes"]]
-    feature = probe_feature([s["score"] for s in first], [s["key"] for s in first], feature_name or cfg["feature"])
+    feature = probe_feature([s["score"] for s in first], [s["key"] for s in first], feature_name or cfg["feature"],
+                            [s["tokens"] for s in first])
     tokens = sum(s["tokens"] for s in first)
     flops = rec["prompt_flops"] + sum(s["flops"] for s in first) + rec["verifier_flops_per_sample"] * len(first)
     return feature, tokens, flops
@@ -334,9 +342,12 @@ async def auto_check(cfg, policy, problems, backend, budgets, out: Path) -> list
         cache = Cache(out / f"auto-{digest([identity(cfg), rules, budget])}.jsonl")
         todo = [p for p in problems if p.id not in cache.lines]
         if todo:
-            log(f"auto @ {budget:g} tokens: {len(todo)} held-out problems")
-            strategy = Auto(policy=policy, params=sampling_params(cfg),
+            log(f"auto @ {budget:g} {cfg['unit']}: {len(todo)} held-out problems")
+            # a cap policy's budget is each problem's hard limit; a mean policy's is an average to route for
+            mean = policy.allocation == "mean"
+            strategy = Auto(policy=policy, params=sampling_params(cfg), route_budget=budget if mean else None,
                             options={k: cfg[k] for k in ("step_delimiter", "max_depth") if cfg[k] is not None})
+            cap = None if mean else Budget(**{cfg["unit"]: budget if cfg["unit"] == "flops" else int(budget)})
 
             def on_result(result, cache=cache) -> None:
                 led = result.trace.ledger
@@ -345,7 +356,7 @@ async def auto_check(cfg, policy, problems, backend, budgets, out: Path) -> list
                              "route": result.trace.info.get("route")})
 
             forget_states()  # each setting pays its own verifier work
-            await run_async(todo, strategy, backend, grader=grader_for, budget=Budget(generated_tokens=int(budget)),
+            await run_async(todo, strategy, backend, grader=grader_for, budget=cap,
                             concurrency=cfg["concurrency"], seed=cfg["seed"], on_result=on_result)
         recs = [cache.lines[p.id] for p in problems]
         routes: dict[str, int] = {}
@@ -374,10 +385,15 @@ def bin_range(edges, b: int) -> str:
     return f"{lo:.2f}-{hi:.2f}"
 
 
-def fmt_ratio(saving) -> str:
+def fmt_ratio(saving, interval=None) -> str:
     if saving.ratio is not None:
-        return f"{saving.ratio:.1f}x"
-    return "never" if saving.at_least is None else f"never (>= {saving.at_least:.1f}x)"
+        text = f"{saving.ratio:.1f}x"
+    else:
+        text = "never" if saving.at_least is None else f"never (>= {saving.at_least:.1f}x)"
+    if interval:
+        lo, hi = interval
+        text += f" ({lo:.1f}-{'inf' if math.isinf(hi) else f'{hi:.1f}'})"
+    return text
 
 
 def plot_frontiers(cfg, rows, groups: dict[str, list[str]], path: Path) -> None:
@@ -429,14 +445,16 @@ def plot_policies(cfg, curves: dict[str, list[Point]], auto_rows, path: Path) ->
     for name, pts in curves.items():
         pts = sorted(pts, key=lambda p: p.cost)
         ax.plot([p.cost for p in pts], [p.accuracy for p in pts], styles.get(name, "o-"), ms=4, label=name)
+    flops = cfg["unit"] == "flops"
     if auto_rows:
-        ax.plot([r["mean_tokens"] for r in auto_rows], [r["accuracy"] for r in auto_rows], "k*", ms=11,
-                label="tts run --strategy auto (real runs)")
+        ax.plot([r["mean_flops" if flops else "mean_tokens"] for r in auto_rows], [r["accuracy"] for r in auto_rows],
+                "k*", ms=11, label="tts run --strategy auto (real runs)")
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("generated tokens per problem (held-out split)")
+    if not flops:
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(("FLOPs" if flops else "generated tokens") + " per problem (held-out split)")
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -455,8 +473,10 @@ def main() -> None:
         kind = {"limit": int, "seed": int, "concurrency": int, "max_tokens": int, "max_depth": int,
                 "temperature": float, "top_p": float}.get(name, str)
         ap.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
-    for name in ("pool_n", "bootstrap", "bins", "probes"):
+    for name in ("pool_n", "bootstrap", "bins", "probes", "resamples"):
         ap.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=None)
+    ap.add_argument("--allocation", choices=ALLOCATIONS, default=None,
+                    help="split a budget between bins as a per-problem cap or as an average over problems")
     ap.add_argument("--figures", help="folder for the PNG plots (default: the output folder)")
     ap.add_argument("--write-default-policy", help="also write the fitted policy as this Python module")
     args = ap.parse_args()
@@ -496,17 +516,20 @@ def main() -> None:
         elif unit == "generated_tokens":
             steps = 2 * int(math.log2(cfg["pool_n"])) + 1
             budgets = sorted({float(round(1.1 * mean_sample * 2 ** (i / 2))) for i in range(steps)})
-        else:
-            raise SystemExit("error: with unit flops give compute_optimal.budgets explicitly")
+        else:  # FLOPs: from one verified sample's cost up to a pool's worth of tree search
+            single = statistics.mean(rec["prompt_flops"] + s["flops"] + rec["verifier_flops_per_sample"]
+                                     for rec in pool.values() for s in rec["samples"])
+            steps = 2 * int(math.log2(cfg["pool_n"])) + 5
+            budgets = sorted({float(f"{single * 2 ** (i / 2):.3g}") for i in range(steps)})
 
         # the analysis, as functions of the table (tts.routing.fit / evaluate): bins and routings fitted on
         # the training split, scored on the held-out one
         pass1 = {pid: sum(s["correct"] for s in rec["samples"]) / len(rec["samples"]) for pid, rec in pool.items()}
-        features = {name: {pid: probe_info(cfg, rec, name)[0] for pid, rec in pool.items()} for name in FEATURES}
-        probe_cost = {pid: probe_info(cfg, rec, FEATURES[0])[1:] for pid, rec in pool.items()}
+        features = {name: {pid: probe_info(cfg, rec, name)[0] for pid, rec in pool.items()} for name in BASE_FEATURES}
+        probe_cost = {pid: probe_info(cfg, rec, BASE_FEATURES[0])[1:] for pid, rec in pool.items()}
         fitted = fit(rows, pass1, features, train, budgets, probe_cost=probe_cost, bins=cfg["bins"],
                      probes=cfg["probes"], feature=cfg["feature"], verifier=cfg["verifier"], unit=unit,
-                     tolerance=cfg["tolerance"])
+                     tolerance=cfg["tolerance"], allocation=cfg["allocation"])
         if cfg["feature"] == "auto":
             log(f"predictor feature: {fitted.feature} (Spearman with pass@1 on the training split "
                 f"{fitted.correlations[fitted.feature][0]:.2f})")
@@ -519,10 +542,10 @@ def main() -> None:
         policy.save(out / "policy.json")
         if args.write_default_policy:
             policy.save(Path(args.write_default_policy))
-        evaluation = evaluate(fitted, rows, test)
+        evaluation = evaluate(fitted, rows, test, resamples=cfg["resamples"], seed=cfg["seed"])
 
         t = time.perf_counter()
-        check_budgets = [float(b) for b in (cfg["auto_check"] or budgets[1::2][:3])]
+        check_budgets = [float(b) for b in (budgets[1::2][:3] if cfg["auto_check"] is None else cfg["auto_check"])]
         test_problems = [p for p in problems if split[p.id] == "test"]
         auto_rows = asyncio.run(auto_check(cfg, policy, test_problems, backend, check_budgets, out))
         timings["auto runs"] = time.perf_counter() - t
@@ -534,7 +557,7 @@ def main() -> None:
     # --- report ------------------------------------------------------------------------------------
     oracle, predicted = fitted.oracle, fitted.predicted
     oracle_bins, predicted_bins = fitted.oracle_bins, fitted.predicted_bins
-    correlations, feature = fitted.correlations, features[fitted.feature]
+    correlations, feature = fitted.correlations, fitted.values
     rho_train, rho_test = correlations[fitted.feature]
     agree = evaluation.bin_agreement
     curves_tok = evaluation.curves["generated_tokens"]
@@ -563,6 +586,11 @@ def main() -> None:
               "|---|---|---|"]
     lines += [f"| {name}{' (chosen)' if name == cfg['feature'] else ''} | {a:.2f} | {b:.2f} |"
               for name, (a, b) in correlations.items()]
+    weights = fitted.policy.predictor.weights
+    if weights:
+        lines += ["", "The linear predictor (least squares on the training split; its training correlation is "
+                  "cross-fitted over 5 folds): predicted pass@1 = " + f"{fitted.policy.predictor.intercept:+.3f} "
+                  + " ".join(f"{w:+.3f} x {name}" for name, w in weights) + "."]
     lines += [""]
 
     lines += ["## Every setting, all problems (accuracy / generated tokens / FLOPs per problem)", "",
@@ -598,26 +626,39 @@ def main() -> None:
               "Each policy point is (accuracy, mean generated tokens, mean FLOPs) on the held-out problems at one budget; "
               "'saves' is how many times more the baseline spends to be as accurate (interpolated in log compute "
               "along its curve; 'never' when it does not get there within the pool, with the lower bound its largest "
+              "setting gives). In brackets: the 95% bootstrap interval over the held-out problems "
+              f"({cfg['resamples']} resamples, paired: the policy and the baseline on the same draw; 'inf' when "
+              "the baseline falls short of the policy in more than 2.5% of the draws)." if cfg["resamples"] else
               "setting gives).", "",
+              f"Allocation: {cfg['allocation']} ("
+              + ("each budget is a per-problem cap" if cfg["allocation"] == "cap" else
+                 "each budget is the average over problems; a bin's setting may cost more or less") + ").", "",
               "| policy | budget | accuracy | tokens | FLOPs | vs best-of-N (tokens) | vs majority (tokens) | vs best-of-N (FLOPs) | vs majority (FLOPs) |",
               "|---|---|---|---|---|---|---|---|---|"]
     savings: dict[str, list[dict]] = {}
     for name, outcomes in evaluation.outcomes.items():
         savings[name] = []
         for o in outcomes:
-            ratios = {f"vs_{base}_{'tokens' if unit_ == 'generated_tokens' else unit_}": saved
-                      for (base, unit_), saved in o.saved.items()}
+            def key(base, unit_):
+                return f"vs_{base}_{'tokens' if unit_ == 'generated_tokens' else unit_}"
+
+            ratios = {key(*k): saved for k, saved in o.saved.items()}
+            spans = {key(*k): span for k, span in o.intervals.items()}
             lines.append(f"| {name} | {o.budget:g} | {o.accuracy:.3f} | {o.tokens:.0f} | {o.flops:.2e} | "
-                         + " | ".join(fmt_ratio(ratios[k]) for k in ("vs_best_of_n_tokens", "vs_majority_tokens",
-                                                                    "vs_best_of_n_flops", "vs_majority_flops")) + " |")
+                         + " | ".join(fmt_ratio(ratios[k], spans.get(k)) for k in (
+                             "vs_best_of_n_tokens", "vs_majority_tokens", "vs_best_of_n_flops", "vs_majority_flops"))
+                         + " |")
             savings[name].append({"budget": o.budget, "accuracy": o.accuracy, "tokens": o.tokens, "flops": o.flops}
-                                 | {k: v.ratio for k, v in ratios.items()})
+                                 | {k: v.ratio for k, v in ratios.items()}
+                                 | {k + "_interval": list(v) for k, v in spans.items()})
     lines += ["", "Baselines on the held-out split: " + "; ".join(
         f"{name}: " + ", ".join(f"{p.label} {p.accuracy:.3f} @ {p.cost:.0f}" for p in curves_tok[name])
         for name in ("majority", "best_of_n")), ""]
 
-    lines += ["## `auto` for real on the held-out split (hard per-problem token budget)", "",
-              "| --budget-tokens | problems | accuracy | mean tokens | max tokens | mean FLOPs | routes |",
+    lines += ["## `auto` for real on the held-out split", "",
+              ("Each budget is `--route-budget` (an average to route for, no per-problem cap)." if cfg["allocation"] == "mean"
+               else f"Each budget is a hard per-problem cap in {unit}."), "",
+              "| budget | problems | accuracy | mean tokens | max tokens | mean FLOPs | routes |",
               "|---|---|---|---|---|---|---|"]
     for r in auto_rows:
         routes = ", ".join(f"{k} x{v}" for k, v in sorted(r["routes"].items(), key=lambda kv: -kv[1]))
@@ -631,7 +672,7 @@ def main() -> None:
     groups = {"all problems": all_ids} | {f"oracle bin {b}, pass@1 {bin_range(oracle.edges, b)}": ids
                                           for b, ids in per_bin_ids.items() if ids}
     plot_frontiers(cfg, rows, groups, figures / "compute_optimal_frontier.png")
-    plot_policies(cfg, curves_tok, auto_rows, figures / "compute_optimal_policies.png")
+    plot_policies(cfg, evaluation.curves[unit], auto_rows, figures / "compute_optimal_policies.png")
     summary = {
         "config": {k: v for k, v in cfg.items() if k != "api_key"}, "command": command, "timings": timings,
         "budgets": budgets, "oracle_edges": oracle.edges, "predicted_edges": predicted.edges,

@@ -108,7 +108,7 @@ def flag_values():
     out = {}
     for cls in option_owners():
         for key, d in opts.declared(cls).items():
-            if key == "n" or key in out or key in ("prm", "step_scorer", "routing_policy"):
+            if key == "n" or key in out or key in ("prm", "step_scorer", "routing_policy", "route_budget"):
                 continue
             out[key] = OBJECTS.get(key) if d.kind == "object" else other_value(d)
     out["adaptive_calibration"] = "testbed-steps4"  # a file: a packaged one, by name

@@ -282,3 +282,231 @@ def test_cli_auto_respects_budget_tokens(tmp_path):
     assert len(records) == 4
     assert all(r["ledger"]["generated_tokens"] <= 7 for r in records)
     assert all(r["info"]["route"]["budget"] == 7 for r in records)
+
+
+# --- the mean allocation, bootstrap intervals, packaged policies ---------------------------------------
+def brute_force(tables, budget, unit="generated_tokens"):
+    """Best average accuracy over every combination of one cell per bin whose average cost fits."""
+    import itertools
+
+    total = sum(k for _, k in tables.values())
+    best = None
+    for combo in itertools.product(*(t for t, _ in tables.values())):
+        cost = sum(c.cost(unit) * k / total for c, (_, k) in zip(combo, tables.values()))
+        acc = sum(c.accuracy * k / total for c, (_, k) in zip(combo, tables.values()))
+        if cost <= budget * (1 + 1e-9) and (best is None or acc > best + 1e-12):
+            best = acc
+    return best
+
+
+def test_mean_allocation_moves_compute_to_the_bin_where_it_pays():
+    rows, bins = synthetic_table()
+    capped = {(r.bin, r.budget): r for r in select(rows, bins, [100])}
+    mean = {(r.bin, r.budget): r for r in select(rows, bins, [100], allocation="mean")}
+    # a cap of 100 per problem: revise@8 (80) on easy, best_of_n@4 (40) on hard -> 0.95 + 0.15, cost 60 on average
+    assert capped[(0, 100)].setting == REV and capped[(1, 100)].setting == BON[4]
+    # an average of 100: easy gets majority@4 (40), hard gets best_of_n@16 (160) -> 0.8 + 0.4 = 1.2 > 1.1
+    assert mean[(0, 100)].setting == MAJ[4] and mean[(1, 100)].setting == BON[16]
+    assert mean[(1, 100)].cost == pytest.approx(160)  # a bin may spend more than the average budget
+    assert not any(r.over_budget for r in mean.values())
+    with pytest.raises(ValueError, match="allocation must be one of cap, mean"):
+        select(rows, bins, [100], allocation="greedy")
+
+
+def test_mean_allocation_takes_the_cheapest_combination_when_nothing_fits():
+    rows, bins = synthetic_table()
+    rules = select(rows, bins, [1], allocation="mean")
+    assert all(r.over_budget and r.setting == MAJ[1] for r in rules)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 20), st.integers(1, 50)), min_size=1, max_size=5),
+                min_size=1, max_size=3),
+       st.lists(st.integers(1, 4), min_size=3, max_size=3), st.integers(1, 60))
+def test_mean_allocation_is_exactly_the_best_combination(bins_cells, sizes, budget):
+    """Against brute force over every combination (random accuracies, costs and bin sizes)."""
+    from tts.routing import Cell, allocate
+
+    tables = {}
+    for b, cell_specs in enumerate(bins_cells):
+        table = [Cell(Setting.of("majority", i + 1), acc / 20, float(cost), 0.0, sizes[b])
+                 for i, (acc, cost) in enumerate(cell_specs)]
+        tables[b] = (table, sizes[b])
+    rules = allocate(tables, [budget])
+    total = sum(sizes[b] for b in tables)
+    got_acc = sum(r.accuracy * sizes[r.bin] / total for r in rules)
+    got_cost = sum(r.cost * sizes[r.bin] / total for r in rules)
+    best = brute_force(tables, budget)
+    if best is None:
+        assert all(r.over_budget for r in rules)
+        cheapest = sum(min(c.cost("generated_tokens") for c in t) * k / total for t, k in tables.values())
+        assert got_cost == pytest.approx(cheapest)
+    else:
+        assert not any(r.over_budget for r in rules)
+        assert got_cost <= budget * (1 + 1e-9)
+        assert got_acc == pytest.approx(best, abs=1e-9)
+
+
+def mean_policy():
+    easy = [Rule(0, 50, Setting.of("majority", 4), 0.9, 40.0), Rule(0, 100, Setting.of("majority", 8), 0.95, 80.0)]
+    hard = [Rule(1, 50, Setting.of("majority", 1), 0.0, 10.0), Rule(1, 100, Setting.of("best_of_n", 16), 0.4, 160.0)]
+    return Policy(tuple(easy + hard), Predictor(2, "mean_score", "confidence_mean", Binning((0.5,))), allocation="mean")
+
+
+def test_mean_policy_round_trip_and_choice_under_a_cap(tmp_path):
+    policy = mean_policy()
+    path = tmp_path / "mean.json"
+    policy.save(path)
+    loaded = Policy.load(path)
+    assert loaded.allocation == "mean" and loaded.to_json() == policy.to_json()
+    assert loaded.choose(1, 100).setting == Setting.of("best_of_n", 16)  # over the average: allowed
+    # a per-problem cap of 100 rules it out: the bin's most accurate rule under the cap instead
+    assert loaded.choose(1, 100, cap=100).setting == Setting.of("majority", 1)
+    assert loaded.choose(0, 100, cap=100).setting == Setting.of("majority", 8)
+    assert loaded.choose(0, 100, cap=5).setting == Setting.of("majority", 4)  # none fits: the cheapest
+    capped = make_policy()
+    assert capped.allocation == "cap" and capped.choose(1, 100, cap=1).setting == capped.choose(1, 100).setting
+    data = policy.to_json()
+    data["allocation"] = "lavish"
+    path.write_text(json.dumps(data))
+    with pytest.raises(PolicyError, match="allocation must be one of cap, mean, got 'lavish'"):
+        Policy.load(path)
+
+
+def test_saving_interval_brackets_the_ratio_and_replays_from_the_seed():
+    from tts.routing_fit import saving_interval
+
+    import random
+
+    rng = random.Random(3)
+    rows, chosen = [], []
+    for i in range(120):
+        p = f"p{i}"
+        hard = i % 3 == 0
+        for n in (1, 2, 4, 8, 16):
+            acc = 0.0 if hard else min(1.0, 0.3 + 0.15 * math.log2(n) + rng.uniform(-0.1, 0.1))
+            setting = Setting.of("single") if n == 1 else Setting.of("best_of_n", n)
+            rows.append(Row(p, setting, acc, 10.0 * n, 1e9 * n))
+        # the routing: nothing on hopeless problems, best-of-4's answer on the others
+        chosen.append(Row(p, Setting.of("best_of_n", 4), 0.0 if hard else
+                          next(r.accuracy for r in rows if r.problem == p and r.setting == Setting.of("best_of_n", 4)),
+                          10.0 if hard else 40.0))
+    acc = sum(r.accuracy for r in chosen) / len(chosen)
+    cost = sum(r.generated_tokens for r in chosen) / len(chosen)
+    from tts.routing import cells as cells_of, compute_saved
+
+    curve = [Point(c.generated_tokens, c.accuracy) for c in cells_of(rows)]
+    ratio = compute_saved([Point(cost, acc)], curve)[0].ratio
+    lo, hi = saving_interval(chosen, rows, "best_of_n", "generated_tokens", resamples=400, seed=1)
+    assert lo < ratio < hi and lo > 1.0  # routing the hopeless third away saves, and the interval says so
+    assert (lo, hi) == saving_interval(chosen, rows, "best_of_n", "generated_tokens", resamples=400, seed=1)
+    with pytest.raises(ValueError, match="one chosen row per held-out problem"):
+        saving_interval(chosen + chosen[:1], rows, "best_of_n", "generated_tokens")
+
+
+def test_packaged_policies_by_name_and_model():
+    from tts.strategies.auto import load_policy, packaged_policies, policy_for_model
+
+    assert {"embedded", "testbed"} <= set(packaged_policies())
+    assert policy_for_model("testbed") == "testbed" and policy_for_model("some/model") is None
+    testbed = load_policy("testbed")
+    assert testbed.meta["model"] == "testbed" and testbed.unit == "flops"
+    assert create("auto", 8, SamplingParams(), {"routing_policy": "testbed"}).policy.to_json() == testbed.to_json()
+    with pytest.raises(PolicyError, match="no such routing policy file .*packaged name: .*testbed"):
+        load_policy("tested")
+
+
+def test_auto_routes_a_mean_policy_by_route_budget_and_keeps_a_hard_cap():
+    policy = Policy(mean_policy().rules, Predictor(2, "mean_score", "confidence_mean", Binning((0.5,))),
+                    allocation="mean")
+    strategy = Auto(policy=policy, params=SamplingParams(max_tokens=12), route_budget=100)
+    results = run(run_async(P[:2], strategy, backend(), grade=same_answer))
+    assert [r.trace.info["route"]["rule"] for r in results] == ["majority@8", "best_of_n@16"]
+    assert len(results[1].trace.candidates) == 16  # the hard question gets more than the average budget
+    capped = run(run_async(P[:2], strategy, backend(), grade=same_answer, budget=Budget(generated_tokens=100)))
+    assert [r.trace.info["route"]["rule"] for r in capped] == ["majority@8", "majority@1"]
+    assert all(r.trace.ledger["generated_tokens"] <= 100 for r in capped)
+
+
+def test_cli_route_budget_reaches_auto_and_a_mean_policy_file(tmp_path):
+    from tts.cli import cli
+    from tts.results import read_records
+
+    policy = tmp_path / "mean.json"
+    Policy(mean_policy().rules, Predictor(2, "mean_score", "confidence_mean", Binning((0.5,))),
+           allocation="mean").save(policy)
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"Reply with just the number": ["9", "well well well 8", "9"]}))
+    out = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(cli, ["run", "--backend", "scripted", "--model", str(script), "--limit", "3",
+                                      "--strategy", "auto", "--routing-policy", str(policy),
+                                      "--route-budget", "100", "--max-tokens", "5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    routes = [r["info"]["route"] for r in read_records(out)]
+    assert all(r["budget"] == 100 for r in routes)
+    assert {r["rule"] for r in routes} <= {"majority@8", "best_of_n@16"}
+    bad = CliRunner().invoke(cli, ["run", "--backend", "scripted", "--model", str(script), "--strategy", "auto",
+                                   "--route-budget", "0", "--out", str(tmp_path / "b.jsonl")])
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "--route-budget" in bad.output
+
+
+def test_length_feature_and_linear_predictor():
+    assert probe_feature([], tokens=[9, 29], feature="length") == pytest.approx(-math.log(20))
+    assert math.isnan(probe_feature([0.5], feature="length"))  # no token counts: no signal
+    pred = Predictor(2, "linear", "confidence_mean", Binning((0.2, 0.5)), (("mean_score", 0.5), ("length", 0.1)), 0.6)
+    v = pred.value([0.4, 0.8], ["1", "2"], [9, 29])
+    assert v == pytest.approx(0.6 + 0.5 * 0.6 + 0.1 * -math.log(20))
+    assert pred.bin([0.4, 0.8], ["1", "2"], [9, 29]) == pred.binning.bin(v)
+    assert pred.bin([], [], []) == 2  # NaN: the hardest bin
+    with pytest.raises(ValueError, match="a linear predictor needs at least one weight"):
+        Predictor(2, "linear")
+    with pytest.raises(ValueError, match="only a linear predictor has weights"):
+        Predictor(2, "mean_score", weights=(("length", 1.0),))
+    with pytest.raises(ValueError, match="'vibes' is not a feature"):
+        Predictor(2, "linear", weights=(("vibes", 1.0),))
+    with pytest.raises(ValueError, match="length must be a finite number"):
+        Predictor(2, "linear", weights=(("length", float("inf")),))
+
+
+def test_linear_policy_round_trip_and_malformed_weights(tmp_path):
+    pred = Predictor(2, "linear", "confidence_mean", Binning((0.3,)), (("mean_score", 0.5), ("length", 0.1)), 0.6)
+    policy = Policy(make_policy().rules, pred)
+    path = tmp_path / "linear.json"
+    policy.save(path)
+    loaded = Policy.load(path)
+    assert loaded.predictor == pred and loaded.to_json() == policy.to_json()
+    for mutate, message in ((lambda d: d["predictor"].update(weights=[1, 2]), "predictor.weights must be an object"),
+                            (lambda d: d["predictor"].update(weights={"length": "big"}), "predictor.weights must be an object"),
+                            (lambda d: d["predictor"].update(weights={"vibes": 1}), "'vibes' is not a feature"),
+                            (lambda d: d["predictor"].update(intercept=None), "predictor.intercept must be a number"),
+                            (lambda d: d["predictor"].pop("weights"), "a linear predictor needs at least one weight")):
+        data = policy.to_json()
+        mutate(data)
+        path.write_text(json.dumps(data))
+        with pytest.raises(PolicyError, match=message) as info:
+            Policy.load(path)
+        assert "\n" not in str(info.value)
+
+
+def test_fit_linear_recovers_known_weights_and_cross_fits():
+    from tts.routing_fit import cross_fitted_spearman, fit_linear
+
+    import random
+
+    rng = random.Random(0)
+    ids = [f"p{i}" for i in range(80)]
+    features = {"mean_score": {p: rng.random() for p in ids}, "agreement": {p: rng.choice([0.5, 1.0]) for p in ids},
+                "length": {p: -rng.uniform(2, 5) for p in ids}}
+    pass1 = {p: 0.1 + 0.6 * features["mean_score"][p] + 0.2 * features["length"][p] for p in ids}
+    weights, intercept = fit_linear(features, pass1, ids)
+    got = dict(weights)
+    assert got["mean_score"] == pytest.approx(0.6) and got["length"] == pytest.approx(0.2)
+    assert got["agreement"] == pytest.approx(0.0, abs=1e-9) and intercept == pytest.approx(0.1)
+    assert cross_fitted_spearman(features, pass1, ids) == pytest.approx(1.0)
+    features["length"]["p0"] = float("nan")  # a problem without an input is left out of the fit
+    assert dict(fit_linear(features, pass1, ids)[0])["length"] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="needs at least 5 problems"):
+        fit_linear(features, pass1, ids[1:4])

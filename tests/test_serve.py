@@ -355,6 +355,49 @@ def test_requests_do_not_share_settings():
     assert type(forced.strategy).__name__ == "BudgetForced"
 
 
+@pytest.mark.parametrize("extra, key", [
+    ({"strategy": "auto", "routing_policy": "/etc/passwd"}, "routing_policy"),
+    ({"strategy": "auto", "routing_policy": "../../policy.json"}, "routing_policy"),
+    ({"strategy": "adaptive", "adaptive_calibration": "/etc/hostname"}, "adaptive_calibration"),
+    ({"strategy": "best_of_n", "verifier": "qwen_prm:/tmp"}, "verifier"),
+    ({"strategy": "beam_search", "prm": "/srv/models/prm"}, "prm"),
+    ({"strategy": "beam_search", "step_scorer": "probe:/tmp"}, "step_scorer"),
+    ({"strategy": "mcts", "rollout_verifier": "/tmp"}, "rollout_verifier"),
+    ({"strategy": "revise", "verifier": ["confidence"]}, "verifier"),
+])
+def test_a_client_cannot_make_the_server_read_files_or_load_models(extra, key):
+    """Options that name files or models on the server take only packaged/built-in names from a request."""
+    with pytest.raises(RequestError, match=f"tts.{key}: a request may name .*set by its --config") as info:
+        parse({"model": "m", "messages": ASK, "tts": extra}, DEFAULTS)
+    assert info.value.param == f"tts.{key}" and "\n" not in info.value.message
+
+
+def test_packaged_and_builtin_names_and_the_recipes_own_paths_are_allowed(tmp_path):
+    import shutil
+
+    from tts.server import server_defaults
+    from tts.strategies.stopping import packaged_names
+
+    job = parse({"model": "m", "messages": ASK, "tts": {"strategy": "auto", "routing_policy": "embedded"}}, DEFAULTS)
+    assert job.strategy.routing_policy == "embedded"
+    job = parse({"model": "m", "messages": ASK, "tts": {"strategy": "best_of_n", "verifier": "confidence_tail"}}, DEFAULTS)
+    assert job.strategy.verifier.name.startswith("confidence")
+    # the operator's recipe may name a file; a request may repeat that value, not another
+    assert "testbed-steps4" in packaged_names()
+    table = tmp_path / "mine.json"
+    shutil.copy(Path(tts_root(), "tts/strategies/calibrations/testbed-steps4.json"), table)
+    defaults = server_defaults("m", {"strategy": "adaptive", "adaptive_rule": "calibrated",
+                                     "adaptive_calibration": str(table), "n": 16}, max_budget=Budget())
+    job = parse({"model": "m", "messages": ASK, "tts": {"adaptive_calibration": str(table)}}, defaults)
+    assert job.strategy.calibration is not None
+    with pytest.raises(RequestError, match="tts.adaptive_calibration: a request may name"):
+        parse({"model": "m", "messages": ASK, "tts": {"adaptive_calibration": str(tmp_path / "other.json")}}, defaults)
+
+
+def tts_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
 def test_a_recipe_is_the_default_request():
     from tts.recipes import RecipeError
     from tts.server import server_defaults

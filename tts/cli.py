@@ -272,6 +272,11 @@ def run_command(model, backend, prm_backend, dataset, data_path, split, question
     except SandboxUnavailable as exc:
         _fail(f"--dataset {dataset}: {exc}")
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+    if any(parse_spec(s)[0] == "auto" for s in names) and strategy_options.get("routing_policy") is None:
+        from .strategies.auto import policy_for_model
+
+        if policy_for_model(model):  # the model's packaged policy (testbed's own)
+            strategy_options = {**strategy_options, "routing_policy": policy_for_model(model)}
     chosen = _build_strategies(names, n, params, strategy_options)
     shared = {"model": model, "backend": backend_name, "dataset": dataset, "seed": seed,
               "budget_tokens": budget_tokens, "run_budget_tokens": run_budget_tokens,

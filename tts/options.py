@@ -68,19 +68,23 @@ class Option:
     metavar: str | None = None
     #: the field is itself a component whose options are options of this one (a tree search's segmenter)
     nested: bool = False
+    #: the value names a file or a model on the machine that runs it (a policy file, a PRM folder): the
+    #: values a remote request (tts serve) may give, e.g. packaged names; None: any value. Local paths
+    #: are for whoever runs the command or the server, never for its clients.
+    remote: Callable[[], Iterable[str]] | None = None
 
 
 def option(default: Any = MISSING, *, default_factory: Any = MISSING, help: str = "", key: str | None = None,
            aliases: Iterable[str] = (), choices: Iterable[Any] | None = None, low: float | None = None,
            high: float | None = None, low_open: bool = False, high_open: bool = False,
            parse: Callable[[str], Any] | None = None, escapes: bool = False, metavar: str | None = None,
-           nested: bool = False, hashed: bool = True) -> Any:
+           nested: bool = False, hashed: bool = True, remote: Callable[[], Iterable[str]] | None = None) -> Any:
     """A dataclass field that is an option (see the module docstring). ``nested``: the field holds a
     component of its own whose options this one offers (built from them when any is given).
     ``hashed=False``: where the setting came from, not what it is (a file name whose content another
     field holds), so it does not key results."""
     meta = Option(help, key, tuple(aliases), tuple(choices) if choices is not None else None, low, high,
-                  low_open, high_open, parse, escapes, metavar, nested)
+                  low_open, high_open, parse, escapes, metavar, nested, remote)
     return dataclasses.field(default=default, default_factory=default_factory, compare=hashed,
                              metadata={"tts.option": meta})
 

@@ -10,8 +10,11 @@ The pieces, in the order a sweep uses them (``experiments/compute_optimal.py``):
   (:func:`fit_edges`): the model's own pass@1 from a sample pool (oracle bins, which need the answers) or a
   :class:`Predictor` feature computed from verifier scores of a few cheap probe samples (no answers).
   Bin 0 is the easiest (highest feature value).
-* :func:`select` picks, for every bin and budget, the setting with the best accuracy among those whose
-  average cost in that bin fits the budget. :class:`Policy` holds the choices and the predictor and is
+* :func:`select` picks, for every bin and budget, a setting per bin in one of two ways
+  (:data:`ALLOCATIONS`): ``cap``, the most accurate setting whose average cost in that bin fits the budget
+  (the budget is a per-problem cap), or ``mean``, the settings that together are most accurate while the
+  population's average cost fits the budget (:func:`allocate`: compute moves from bins where it buys
+  little, the hopeless and the already solved, to the bins where it pays, as in Snell et al.). :class:`Policy` holds the choices and the predictor and is
   saved as versioned JSON (:meth:`Policy.save`, :meth:`Policy.load`, malformed files give one-line
   :class:`PolicyError` messages). ``tts run --strategy auto`` (strategies/auto.py) loads one.
 * :func:`frontier` is the compute-optimal frontier of (cost, accuracy) points, :func:`evaluate_at` one
@@ -36,7 +39,15 @@ from typing import Any, Iterable, Mapping, Sequence
 FORMAT = "tts-routing-policy"
 VERSION = 1
 UNITS = ("generated_tokens", "flops")
-FEATURES = ("mean_score", "max_score", "agreement", "agreement_score")
+#: what a predictor may read off its probes (:func:`probe_feature`)
+BASE_FEATURES = ("mean_score", "max_score", "agreement", "agreement_score", "length")
+#: a predictor's feature: one of the base features, or ``linear``, a combination of them fitted on a
+#: training split (:class:`Predictor`'s weights)
+FEATURES = BASE_FEATURES + ("linear",)
+#: the base features a linear predictor combines (routing_fit.fit_linear)
+LINEAR_INPUTS = ("mean_score", "agreement", "length")
+#: how a budget is split between bins: a per-problem cap for each, or an average over all problems
+ALLOCATIONS = ("cap", "mean")
 #: strategies that are parallel samples plus a selection rule: a policy's probe samples count towards them
 SAMPLING = ("single", "majority", "best_of_n", "weighted_majority")
 
@@ -44,8 +55,8 @@ SAMPLING = ("single", "majority", "best_of_n", "weighted_majority")
 #: the most probe samples a policy may ask for per question
 MAX_PROBES = 64
 #: the keys each part of a policy file may have (anything else is a typo, refused)
-POLICY_KEYS = {"format", "version", "unit", "predictor", "params", "meta", "rules"}
-PREDICTOR_KEYS = {"probes", "feature", "verifier", "edges"}
+POLICY_KEYS = {"format", "version", "unit", "allocation", "predictor", "params", "meta", "rules"}
+PREDICTOR_KEYS = {"probes", "feature", "verifier", "edges", "weights", "intercept"}
 RULE_KEYS = {"bin", "budget", "strategy", "n", "options", "accuracy", "cost", "over_budget"}
 
 
@@ -222,17 +233,24 @@ class Binning:
         return {k: self.bin(v) for k, v in values.items()}
 
 
-def probe_feature(scores: Sequence[float], answers: Sequence[Any] | None = None, feature: str = "mean_score") -> float:
-    """The difficulty predictor's feature from a few probe samples (higher = easier), without the answer:
+def probe_feature(scores: Sequence[float], answers: Sequence[Any] | None = None, feature: str = "mean_score",
+                  tokens: Sequence[int] | None = None) -> float:
+    """A base feature of the difficulty predictor from a few probe samples (higher = easier), without the
+    answer:
 
     * ``mean_score`` / ``max_score``: the mean or max verifier score of the probes;
     * ``agreement``: the share of probes that give the most common answer (no answer disagrees);
     * ``agreement_score``: agreement, with ties broken by the mean score (``agreement + mean/(k+1)`` for k
       probes and scores in [0, 1], so it orders by agreement first and stays continuous enough for
-      quantile bins even with 2 probes).
+      quantile bins even with 2 probes);
+    * ``length``: ``-log(1 + the probes' mean generated tokens)`` (``tokens``): a model writes more on the
+      questions it finds hard, and the probes' lengths cost nothing more to read.
     """
-    if feature not in FEATURES:
-        raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {feature!r}")
+    if feature not in BASE_FEATURES:
+        raise ValueError(f"feature must be one of {', '.join(BASE_FEATURES)}, got {feature!r}")
+    if feature == "length":
+        counts = [float(t) for t in (tokens or []) if t is not None and math.isfinite(t) and t >= 0]
+        return -math.log1p(sum(counts) / len(counts)) if counts else float("nan")
     finite = [float(s) for s in scores if s is not None and math.isfinite(s)]
     mean = sum(finite) / len(finite) if finite else float("nan")
     if feature.startswith("agreement"):
@@ -252,12 +270,16 @@ def probe_feature(scores: Sequence[float], answers: Sequence[Any] | None = None,
 
 @dataclass(frozen=True)
 class Predictor:
-    """Estimates a question's difficulty bin from ``probes`` cheap samples scored by ``verifier``."""
+    """Estimates a question's difficulty bin from ``probes`` cheap samples scored by ``verifier``: one base
+    feature, or (``feature="linear"``) ``intercept`` + the ``weights``-weighted sum of base features, a
+    predicted pass@1 fitted on a training split (routing_fit.fit_linear)."""
 
     probes: int = 2
     feature: str = "mean_score"
     verifier: str = "confidence_mean"
     binning: Binning = field(default_factory=Binning)
+    weights: tuple[tuple[str, float], ...] = ()
+    intercept: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.probes, int) or isinstance(self.probes, bool) or not 1 <= self.probes <= MAX_PROBES:
@@ -266,9 +288,31 @@ class Predictor:
             raise ValueError(f"Predictor.feature must be one of {', '.join(FEATURES)}, got {self.feature!r}")
         if not isinstance(self.verifier, str) or not self.verifier:
             raise ValueError(f"Predictor.verifier must be a verifier spec such as confidence_mean, got {self.verifier!r}")
+        weights = tuple((str(k), float(w)) for k, w in self.weights)
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "intercept", float(self.intercept))
+        if self.feature == "linear" and not weights:
+            raise ValueError("Predictor.weights: a linear predictor needs at least one weight")
+        if self.feature != "linear" and weights:
+            raise ValueError(f"Predictor.weights: only a linear predictor has weights (feature is {self.feature!r})")
+        for name, w in weights:
+            if name not in BASE_FEATURES:
+                raise ValueError(f"Predictor.weights: {name!r} is not a feature; choose from {', '.join(BASE_FEATURES)}")
+            if not math.isfinite(w):
+                raise ValueError(f"Predictor.weights: {name} must be a finite number, got {w!r}")
+        if not math.isfinite(self.intercept):
+            raise ValueError(f"Predictor.intercept must be a finite number, got {self.intercept!r}")
 
-    def bin(self, scores: Sequence[float], answers: Sequence[Any] | None = None) -> int:
-        return self.binning.bin(probe_feature(scores, answers, self.feature))
+    def value(self, scores: Sequence[float], answers: Sequence[Any] | None = None,
+              tokens: Sequence[int] | None = None) -> float:
+        """The feature the bins cut (NaN when the probes carry no signal)."""
+        if self.feature != "linear":
+            return probe_feature(scores, answers, self.feature, tokens)
+        return self.intercept + sum(w * probe_feature(scores, answers, name, tokens) for name, w in self.weights)
+
+    def bin(self, scores: Sequence[float], answers: Sequence[Any] | None = None,
+            tokens: Sequence[int] | None = None) -> int:
+        return self.binning.bin(self.value(scores, answers, tokens))
 
 
 # --- selection ---------------------------------------------------------------------------------------
@@ -306,37 +350,101 @@ def best_cell(candidates: Sequence[Cell], budget: float, unit: str = "generated_
 
 
 def select(rows: Iterable[Row], bins: Mapping[str, int], budgets: Sequence[float], *, unit: str = "generated_tokens",
-           tolerance: float = 0.0) -> list[Rule]:
-    """For every bin (from ``bins``: problem -> bin) and budget, the best setting (see :func:`best_cell`)."""
+           tolerance: float = 0.0, allocation: str = "cap") -> list[Rule]:
+    """For every bin (from ``bins``: problem -> bin) and budget, a setting: with ``allocation="cap"`` the
+    best one whose cost in the bin fits the budget (see :func:`best_cell`), with ``"mean"`` the combination
+    whose average cost over all the problems fits it (see :func:`allocate`)."""
     _check_unit(unit)
-    rows = list(rows)
-    members: dict[int, list[str]] = {}
-    for problem, b in bins.items():
-        members.setdefault(b, []).append(problem)
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
+    tables = _bin_tables(rows, bins)
+    if allocation == "mean":
+        return allocate(tables, budgets, unit=unit, tolerance=tolerance)
     rules = []
-    for b in sorted(members):
-        table = cells(rows, members[b])
-        if not table:
-            raise ValueError(f"bin {b}: no setting has results for all of its {len(members[b])} problems")
+    for b, (table, _) in tables.items():
         for budget in sorted(budgets):
             cell, over = best_cell(table, budget, unit, tolerance)
             rules.append(Rule(b, float(budget), cell.setting, cell.accuracy, cell.cost(unit), over))
     return rules
 
 
+def _bin_tables(rows: Iterable[Row], bins: Mapping[str, int]) -> dict[int, tuple[list[Cell], int]]:
+    """Per bin, in bin order: its cells and how many problems it holds."""
+    rows = list(rows)
+    members: dict[int, list[str]] = {}
+    for problem, b in bins.items():
+        members.setdefault(b, []).append(problem)
+    out = {}
+    for b in sorted(members):
+        table = cells(rows, members[b])
+        if not table:
+            raise ValueError(f"bin {b}: no setting has results for all of its {len(members[b])} problems")
+        out[b] = (table, len(members[b]))
+    return out
+
+
+def pareto(table: Iterable[Cell], unit: str) -> list[Cell]:
+    """The cells no other cell beats on both cost and accuracy, by cost (ties: the label decides)."""
+    out: list[Cell] = []
+    for c in sorted(table, key=lambda c: (c.cost(unit), -c.accuracy, c.setting.label)):
+        if not out or c.accuracy > out[-1].accuracy + 1e-12:
+            out.append(c)
+    return out
+
+
+def allocate(tables: Mapping[int, tuple[Sequence[Cell], int]], budgets: Sequence[float], *,
+             unit: str = "generated_tokens", tolerance: float = 0.0) -> list[Rule]:
+    """The ``mean`` allocation: for every budget, one setting per bin such that the average cost over all
+    problems (each bin weighted by its share of them) fits the budget and the average accuracy is the
+    highest possible (within ``tolerance`` of it, the cheapest). Exact: a multiple-choice knapsack solved
+    by merging the bins' Pareto sets one bin at a time, each partial combination kept only while nothing
+    cheaper is as accurate. When no combination fits a budget, the cheapest one is taken and flagged."""
+    _check_unit(unit)
+    total = sum(k for _, k in tables.values())
+    if not tables or total == 0:
+        raise ValueError("no problems to allocate over")
+    combos: list[tuple[float, float, tuple[Cell, ...]]] = [(0.0, 0.0, ())]
+    for b, (table, k) in tables.items():
+        w = k / total
+        merged = [(cost + w * c.cost(unit), acc + w * c.accuracy, chosen + (c,))
+                  for cost, acc, chosen in combos for c in pareto(table, unit)]
+        merged.sort(key=lambda t: (t[0], -t[1]))
+        combos = []
+        for t in merged:
+            if not combos or t[1] > combos[-1][1] + 1e-12:
+                combos.append(t)
+    rules = []
+    for budget in sorted(budgets):
+        fits = [t for t in combos if t[0] <= budget * (1 + 1e-9)]
+        if fits:
+            top = max(t[1] for t in fits)
+            cost, acc, chosen = min((t for t in fits if t[1] >= top - tolerance - 1e-12), key=lambda t: t[0])
+            over = False
+        else:
+            cost, acc, chosen = combos[0]
+            over = True
+        rules += [Rule(b, float(budget), c.setting, c.accuracy, c.cost(unit), over) for b, c in zip(tables, chosen)]
+    return rules
+
+
 # --- the policy --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Policy:
-    """Rules per (difficulty bin, budget), the predictor that assigns the bin, and the budget unit."""
+    """Rules per (difficulty bin, budget), the predictor that assigns the bin, the budget unit and how the
+    rules spend it (``allocation``: ``cap``, a budget every problem keeps to; ``mean``, a budget for the
+    average problem, which some bins' settings exceed and others stay well under)."""
 
     rules: tuple[Rule, ...]
     predictor: Predictor = field(default_factory=Predictor)
     unit: str = "generated_tokens"
     params: Mapping[str, Any] = field(default_factory=dict)  # sampling params of the sweep (reference)
     meta: Mapping[str, Any] = field(default_factory=dict)  # model, dataset, command: where it came from
+    allocation: str = "cap"
 
     def __post_init__(self) -> None:
         _check_unit(self.unit)
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {self.allocation!r}")
         if not self.rules:
             raise ValueError("a policy needs at least one rule")
         bins = {r.bin for r in self.rules}
@@ -348,23 +456,34 @@ class Policy:
     def budgets(self) -> list[float]:
         return sorted({r.budget for r in self.rules})
 
-    def choose(self, bin: int, budget: float | None) -> Rule:
+    def choose(self, bin: int, budget: float | None, cap: float | None = None) -> Rule:
         """The rule for ``bin`` with the largest budget not above ``budget`` (None: the largest); when every
-        rule's budget is larger, the smallest one (the ledger still enforces the real cap)."""
+        rule's budget is larger, the smallest one (the ledger still enforces the real cap). ``cap``, a
+        per-problem limit, matters to a ``mean`` policy, whose rule for a bin may cost more than the
+        average budget: a rule the bin's training problems spent more than ``cap`` on is replaced by the
+        most accurate one of that bin that they did not (the cheapest when none fits)."""
         mine = sorted((r for r in self.rules if r.bin == bin), key=lambda r: r.budget)
         if not mine:
             raise ValueError(f"no rule for bin {bin}; the policy has bins 0..{self.predictor.binning.count - 1}")
         if budget is None:
-            return mine[-1]
-        fitting = [r for r in mine if r.budget <= budget + 1e-9]
-        return fitting[-1] if fitting else mine[0]
+            rule = mine[-1]
+        else:
+            fitting = [r for r in mine if r.budget <= budget + 1e-9]
+            rule = fitting[-1] if fitting else mine[0]
+        if cap is None or self.allocation == "cap" or not rule.cost > cap:  # a NaN cost is not known to exceed
+            return rule
+        under = [r for r in mine if r.cost <= cap]
+        if not under:
+            return min(mine, key=lambda r: (r.cost, r.budget))
+        return max(under, key=lambda r: (r.accuracy, -r.cost, -r.budget))
 
     def to_json(self) -> dict:
         p = self.predictor
         return {
-            "format": FORMAT, "version": VERSION, "unit": self.unit,
+            "format": FORMAT, "version": VERSION, "unit": self.unit, "allocation": self.allocation,
             "predictor": {"probes": p.probes, "feature": p.feature, "verifier": p.verifier,
-                          "edges": list(p.binning.edges)},
+                          "edges": list(p.binning.edges),
+                          **({"weights": dict(p.weights), "intercept": p.intercept} if p.weights else {})},
             "params": dict(self.params), "meta": dict(self.meta),
             "rules": [r.to_json() for r in sorted(self.rules, key=lambda r: (r.bin, r.budget))],
         }
@@ -394,6 +513,9 @@ class Policy:
         unit = data.get("unit", "generated_tokens")
         if unit not in UNITS:
             raise PolicyError(f"{source}: unit must be one of {', '.join(UNITS)}, got {unit!r}")
+        allocation = data.get("allocation", "cap")
+        if allocation not in ALLOCATIONS:
+            raise PolicyError(f"{source}: allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
         pred = need(data, "predictor", "the policy")
         if not isinstance(pred, Mapping):
             raise PolicyError(f"{source}: predictor must be an object, got {pred!r}")
@@ -401,9 +523,16 @@ class Policy:
         edges = pred.get("edges", [])
         if not isinstance(edges, list) or not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in edges):
             raise PolicyError(f"{source}: predictor.edges must be a list of numbers, got {edges!r}")
+        weights, intercept = pred.get("weights", {}), pred.get("intercept", 0.0)
+        if not isinstance(weights, Mapping) or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights.values()):
+            raise PolicyError(f"{source}: predictor.weights must be an object of feature names to numbers, got {weights!r}")
+        if not isinstance(intercept, (int, float)) or isinstance(intercept, bool):
+            raise PolicyError(f"{source}: predictor.intercept must be a number, got {intercept!r}")
         try:
             predictor = Predictor(pred.get("probes", 2), pred.get("feature", "mean_score"),
-                                  pred.get("verifier", "confidence_mean"), Binning(tuple(edges)))
+                                  pred.get("verifier", "confidence_mean"), Binning(tuple(edges)),
+                                  tuple(weights.items()), intercept)
         except ValueError as exc:
             raise PolicyError(f"{source}: predictor: {exc}") from None
         raw_rules = need(data, "rules", "the policy")
@@ -430,7 +559,7 @@ class Policy:
         if not isinstance(params, Mapping) or not isinstance(meta, Mapping):
             raise PolicyError(f"{source}: params and meta must be objects")
         try:
-            return cls(tuple(rules), predictor, unit, dict(params), dict(meta))
+            return cls(tuple(rules), predictor, unit, dict(params), dict(meta), allocation)
         except ValueError as exc:
             raise PolicyError(f"{source}: {exc}") from None
 
@@ -512,16 +641,15 @@ def compute_saved(policy: Iterable[Point], baseline: Iterable[Point]) -> list[Sa
     return out
 
 
-def evaluate_at(rules: Sequence[Rule], rows: Iterable[Row], bins: Mapping[str, int], budget: float,
-                unit: str = "generated_tokens") -> Point:
-    """Apply the rules at ``budget`` to every problem in ``bins`` (its bin -> a setting -> its row there)
-    and average accuracy and cost: one point of a routing's curve (tts.routing_fit.evaluate draws them
-    all). A problem whose chosen setting has no row is an error."""
+def routed_rows(rules: Sequence[Rule], rows: Iterable[Row], bins: Mapping[str, int], budget: float) -> list[Row]:
+    """The row each problem in ``bins`` gets when the rules are applied at ``budget`` (its bin -> the rule
+    with the largest budget not above it, else the bin's smallest -> its row under that setting). A
+    problem whose chosen setting has no row is an error."""
     table = {(r.problem, r.setting): r for r in rows}
     per_bin: dict[int, list[Rule]] = {}
     for r in rules:
         per_bin.setdefault(r.bin, []).append(r)
-    acc = cost = 0.0
+    out = []
     for problem, b in bins.items():
         mine = sorted(per_bin.get(b) or per_bin[max(per_bin)], key=lambda r: r.budget)
         fitting = [r for r in mine if r.budget <= budget + 1e-9]
@@ -529,10 +657,17 @@ def evaluate_at(rules: Sequence[Rule], rows: Iterable[Row], bins: Mapping[str, i
         row = table.get((problem, rule.setting))
         if row is None:
             raise KeyError(f"no result for problem {problem!r} under {rule.setting.label}")
-        acc += row.accuracy
-        cost += row.cost(unit)
-    k = max(1, len(bins))
-    return Point(cost / k, acc / k, f"budget {budget:g}")
+        out.append(row)
+    return out
+
+
+def evaluate_at(rules: Sequence[Rule], rows: Iterable[Row], bins: Mapping[str, int], budget: float,
+                unit: str = "generated_tokens") -> Point:
+    """Apply the rules at ``budget`` to every problem in ``bins`` (:func:`routed_rows`) and average accuracy
+    and cost: one point of a routing's curve (tts.routing_fit.evaluate draws them all)."""
+    chosen = routed_rows(rules, rows, bins, budget)
+    k = max(1, len(chosen))
+    return Point(sum(r.cost(unit) for r in chosen) / k, sum(r.accuracy for r in chosen) / k, f"budget {budget:g}")
 
 
 # The analysis that composes the pieces above lives in routing_fit.py (kept apart so that this module stays

@@ -177,6 +177,26 @@ def _strategy_spec(model: Any, spec: Any, defaults: Defaults) -> tuple[str, int 
     return name, n, False
 
 
+def _refuse_local_values(asked: Mapping[str, Any], defaults: Defaults) -> None:
+    """A client may not make the server read its files or load its models: an option that names one
+    (tts.options.Option.remote) takes only the names it lists for remote requests (packaged policies,
+    built-in verifiers) or the value the server's own recipe set."""
+    from .. import options as opts
+    from ..strategies import option_owners
+
+    for key, value in asked.items():
+        for owner in option_owners():
+            if not opts.takes(owner, key):
+                continue
+            remote = opts.declared(owner)[key].option.remote
+            if remote is None or value is None or value == defaults.options.get(key):
+                continue
+            allowed = list(remote())
+            if not isinstance(value, str) or value not in allowed:
+                raise RequestError(f"tts.{key}: a request may name {', '.join(allowed) or 'nothing here'}; files and "
+                                   f"models on the server are set by its --config, not by clients", f"tts.{key}")
+
+
 def _build(name: str, n: int | None, params: SamplingParams, options: Mapping[str, Any]):
     """The strategy, budget-forced when forcing options are given, by the same builder as the CLI."""
     from .. import options as opts
@@ -222,7 +242,9 @@ def parse(body: Any, defaults: Defaults, kind: str = "chat") -> Job:
     if "n" in extra:
         n = _number(extra, "n", 1, 4096, integer=True, where="tts.")
     options = dict(defaults.options) if from_default and "strategy" not in extra else {}
-    options.update({k: v for k, v in extra.items() if k not in TTS_KEYS})
+    asked = {k: v for k, v in extra.items() if k not in TTS_KEYS}
+    _refuse_local_values(asked, defaults)
+    options.update(asked)
 
     sampling: dict[str, Any] = {"temperature": defaults.temperature, "top_p": defaults.top_p,
                                 "max_tokens": defaults.max_tokens}
@@ -278,6 +300,11 @@ def parse(body: Any, defaults: Defaults, kind: str = "chat") -> Job:
         else:
             problem_kwargs = {"messages": (system, Message("user", problem_kwargs["prompt"]))}
 
+    if name == "auto" and options.get("routing_policy") is None:
+        from ..strategies.auto import policy_for_model
+
+        if policy_for_model(defaults.model):  # the model's packaged policy (testbed)
+            options = {**options, "routing_policy": policy_for_model(defaults.model)}
     strategy = _build(name, n, params, options)
     if extract is not None:
         if "extract" not in getattr(type(strategy), "__dataclass_fields__", {}):

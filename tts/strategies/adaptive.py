@@ -73,7 +73,7 @@ class AdaptiveConsistency(Strategy):
     params: SamplingParams = field(default_factory=SamplingParams)
     extract: Extractor | None = None  # None: by the problem's prompt format
     #: a calibration file read into ``calibration`` (its content keys results, not its name)
-    adaptive_calibration: str | None = option(None, hashed=False, metavar="FILE",
+    adaptive_calibration: str | None = option(None, hashed=False, metavar="FILE", remote=packaged_names,
                                               help="calibrated rule: the table from experiments/adaptive_calibration.py, "
                                                    "or a packaged name (" + ", ".join(packaged_names()) + ")")
     calibration: StoppingTable | None = None

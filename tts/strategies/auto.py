@@ -5,9 +5,12 @@ Per problem (Snell et al. 2024, section 3, with a predicted rather than oracle d
 1. draw the policy's ``probes`` cheap samples (metered like any other request) and score them with the
    policy's verifier;
 2. turn the scores into the difficulty bin the policy was fitted with (routing.Predictor);
-3. take the policy's rule for that bin at this problem's budget (the ledger's per-problem budget in the
-   policy's unit, i.e. ``--budget-tokens``; without one, the policy's largest budget) and run it on the same
-   generator, so the ledger caps probes and strategy together: the per-problem budget is never exceeded.
+3. take the policy's rule for that bin at the budget to route for (``route_budget``; else the ledger's
+   per-problem budget in the policy's unit, ``--budget-tokens`` or ``--budget-flops``; else the policy's
+   largest budget) and run it on the same generator, so the ledger caps probes and strategy together:
+   the per-problem budget is never exceeded. A ``mean`` policy's budgets are averages over questions: its
+   rule for a hard bin may cost several times the budget and its rule for a hopeless one far less; under a
+   per-problem cap such a rule is swapped for the bin's best one that fits (routing.Policy.choose).
 
 When the rule is a sampling strategy (single, majority, best-of-N, weighted majority) the probes are its
 first samples: only the missing ones are drawn (in as many requests as the budget admits, since the ledger
@@ -15,9 +18,11 @@ reserves worst-case lengths), and the selection rule runs over all of them (neve
 Any other strategy (revise, beam search, ...) runs from scratch and its candidates follow the probes'.
 If it ends without an answer (its budget ran out), the probes' majority answer stands.
 
-Policies are written by ``experiments/compute_optimal.py``. Without ``routing_policy`` the packaged
-default is used: the policy fitted for the embedded SmolLM2-135M-Instruct on the built-in arithmetic
-levels (tts/strategies/default_policy.json); for any other model, fit and pass your own.
+Policies are written by ``experiments/compute_optimal.py``. Packaged ones (tts/strategies/policies/, by
+name): ``embedded``, fitted for the embedded SmolLM2-135M-Instruct on the built-in arithmetic levels (the
+default), and ``testbed``, fitted for the testbed policy on steps2..steps6 with testbed-verifier. ``tts run``
+and ``tts serve`` pick the packaged policy named like ``--model`` when there is one; for any other model,
+fit and pass your own.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any, Mapping
 
 from ..budget import BudgetExhausted
 from ..options import option, takes
-from ..routing import SAMPLING, Policy, PolicyError, probe_feature
+from ..routing import SAMPLING, Policy, PolicyError
 from ..verifiers.registry import resolve
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Completion, Problem, SamplingParams, Trace
@@ -36,13 +41,33 @@ from .sampling import Extractor, answer_reader, key_reader, make_trace
 from .select import choose
 
 
-#: the packaged default routing policy (package data written by experiments/compute_optimal.py
+#: packaged routing policies by name (package data written by experiments/compute_optimal.py
 #: --write-default-policy), read like any policy file
-DEFAULT_POLICY = Path(__file__).with_name("default_policy.json")
+POLICIES = Path(__file__).with_name("policies")
+DEFAULT_POLICY = POLICIES / "embedded.json"
 
 
 def default_policy() -> Policy:
     return Policy.load(DEFAULT_POLICY)
+
+
+def packaged_policies() -> list[str]:
+    return sorted(p.stem for p in POLICIES.glob("*.json"))
+
+
+def load_policy(spec: str) -> Policy:
+    """A routing policy from a file, else from the packaged one of that name (one-line PolicyError)."""
+    path = Path(spec)
+    if not path.exists() and spec in packaged_policies():
+        path = POLICIES / f"{spec}.json"
+    elif not path.exists():
+        raise PolicyError(f"{spec}: no such routing policy file (or packaged name: {', '.join(packaged_policies())})")
+    return Policy.load(path)
+
+
+def policy_for_model(model: str) -> str | None:
+    """The packaged policy fitted for ``model`` (its name is the model's, e.g. ``testbed``), if any."""
+    return model if model in packaged_policies() else None
 
 
 async def draw(gen: Generator, problem: Problem, params: SamplingParams, n: int) -> tuple[list[Completion], str | None]:
@@ -68,8 +93,13 @@ class Auto(Strategy):
     options: Mapping[str, Any] = field(default_factory=dict)
     extract: Extractor | None = None  # None: by the problem's prompt format
     #: a routing policy file read into ``policy`` (its content keys results, not its name)
-    routing_policy: str | None = option(None, hashed=False,
-                                        help="routing policy JSON from experiments/compute_optimal.py (default: the packaged policy for the embedded model)")
+    routing_policy: str | None = option(None, hashed=False, metavar="FILE|NAME", remote=packaged_policies,
+                                        help="routing policy JSON from experiments/compute_optimal.py, or a packaged "
+                                             "name (" + ", ".join(packaged_policies()) + "; default: the one named "
+                                             "like --model, else embedded)")
+    route_budget: float | None = option(None, low=0, low_open=True,
+                                        help="budget per question to route for, in the policy's unit (default: the "
+                                             "per-problem budget in that unit, else the policy's largest)")
     name: str = "auto"
     width_option = None  # the policy's rules say how many samples
 
@@ -78,7 +108,7 @@ class Auto(Strategy):
 
         super().__post_init__()
         if self.routing_policy is not None:
-            object.__setattr__(self, "policy", Policy.load(self.routing_policy))
+            object.__setattr__(self, "policy", load_policy(self.routing_policy))
         unknown = sorted({r.setting.strategy for r in self.policy.rules} - set(STRATEGIES) - {"auto"})
         if unknown or any(r.setting.strategy == "auto" for r in self.policy.rules):
             raise PolicyError(f"{self.policy_source}: rules name unknown strategies {', '.join(unknown) or 'auto'}; "
@@ -110,10 +140,11 @@ class Auto(Strategy):
         scores = await verifier.score(problem, probes, gen.ledger) if probes else []
         answers = [read(c.text) for c in probes]
         vote_keys = [None if a is None else (key(a) if key else a) for a in answers]
-        feature = probe_feature(scores, vote_keys, pred.feature)
+        feature = pred.value(scores, vote_keys, [c.num_tokens for c in probes])
         difficulty = pred.binning.bin(feature)
-        budget = self._budget(gen)
-        rule = self.policy.choose(difficulty, budget)
+        cap = self._budget(gen)
+        budget = self.route_budget if self.route_budget is not None else cap
+        rule = self.policy.choose(difficulty, budget, cap=cap)
         route = {"bin": difficulty, "feature": None if feature != feature else round(feature, 6),
                  "budget": budget, "rule": rule.setting.label, "probes": len(probes), "policy": self.policy_source}
 

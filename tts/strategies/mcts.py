@@ -34,7 +34,7 @@ from typing import Any
 from ..runtime import Generator
 from ..types import Completion, Problem, Trace
 from ..options import MAX_SAMPLES, MAX_SIMULATIONS, option
-from ..verifiers.registry import SPEC_HELP, resolve
+from ..verifiers.registry import SPEC_HELP, builtin_specs, resolve
 from .beam import expansions_option
 from .tree import Node, Search, TreeSearch
 
@@ -52,7 +52,7 @@ class MCTS(TreeSearch):
     value: str = option("scorer", key="mcts_value", choices=VALUES,
                         help="a new node's value: its step score, or the score where a greedy rollout from it ends")
     #: outcome verifier for rollouts (value="rollout"); None: the step scorer scores the rollout's end
-    rollout_verifier: Any = option(None, parse=resolve, metavar=SPEC_HELP,
+    rollout_verifier: Any = option(None, parse=resolve, metavar=SPEC_HELP, remote=builtin_specs,
                                    help="scores where a rollout ends (mcts_value rollout; default the step scorer)")
     final: str = option("visits", key="mcts_final", choices=FINALS,
                         help="the answer: the most visited path, the highest valued one, or a vote over finished paths")

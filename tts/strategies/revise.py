@@ -20,7 +20,7 @@ from ..runtime import Generator, Strategy
 from ..types import Candidate, Message, Problem, SamplingParams, Trace
 from ..verifiers.base import Verifier
 from ..options import MAX_SAMPLES, option
-from ..verifiers.registry import SPEC_HELP, resolve
+from ..verifiers.registry import SPEC_HELP, builtin_specs, resolve
 from .sampling import Extractor, answer_reader, choose_for_answer, key_reader, make_trace, samples_option, vote
 
 DEFAULT_INSTRUCTION = (
@@ -45,7 +45,7 @@ class Revise(Strategy):
                           help="earlier attempts of its chain a revision sees")
     instruction: str = option(DEFAULT_INSTRUCTION, key="revision_instruction", escapes=True,
                               help="what the model is asked after each attempt")
-    verifier: Verifier | None = option(None, key="verifier", aliases=("prm",), parse=resolve, metavar=SPEC_HELP,
+    verifier: Verifier | None = option(None, key="verifier", aliases=("prm",), parse=resolve, metavar=SPEC_HELP, remote=builtin_specs,
                                        help="picks the best attempt by score (default: majority vote over attempts)")
     params: SamplingParams = field(default_factory=SamplingParams)
     extract: Extractor | None = None  # None: by the problem's prompt format

@@ -16,7 +16,7 @@ from ..data.grading import extractor_for, vote_key_for
 from ..options import MAX_SAMPLES, option
 from .select import best, representative, vote  # noqa: F401  (vote: re-exported for strategy modules)
 from ..verifiers.base import Verifier
-from ..verifiers.registry import SPEC_HELP, resolve
+from ..verifiers.registry import SPEC_HELP, builtin_specs, resolve
 
 #: text -> the answer key candidates vote with (already normalized); see tts.data.grading.extractor_for
 Extractor = Callable[[str], "str | None"]
@@ -72,7 +72,7 @@ def verifier_option(default: str = "confidence_mean",
                     help: str = "the verifier that scores candidates (default token confidence)") -> Verifier:
     """A verifier chosen by name (tts.verifiers.registry); ``--prm`` is the older flag for it."""
     return option(default_factory=lambda: resolve(default), help=help, key="verifier", aliases=("prm",),
-                  parse=resolve, metavar=SPEC_HELP)
+                  parse=resolve, metavar=SPEC_HELP, remote=builtin_specs)
 
 
 def check_verifier(strategy) -> None:

@@ -25,7 +25,7 @@ from ..types import Candidate, Problem, SamplingParams, Trace
 from ..verifiers.confidence import ConfidenceVerifier
 from ..verifiers.prm import AGGREGATIONS, aggregate
 from ..options import MAX_DEPTH, option
-from ..verifiers.registry import SPEC_HELP, resolve
+from ..verifiers.registry import SPEC_HELP, builtin_specs, resolve
 from .sampling import Extractor, answer_reader, make_trace
 from .select import choose
 from .steps import Partial, Segmenter, Step, VerifierStepScorer, as_step_scorer, to_step
@@ -175,7 +175,7 @@ class TreeSearch(Strategy):
 
     #: a StepScorer, a PRM (tts.verifiers.prm) or any Verifier (scores the partial text)
     scorer: Any = option(default_factory=default_scorer, key="verifier", aliases=("prm", "step_scorer"),
-                         parse=resolve, metavar=SPEC_HELP,
+                         parse=resolve, metavar=SPEC_HELP, remote=builtin_specs,
                          help="what scores each step (a PRM scores the steps; any other verifier the partial text)")
     params: SamplingParams = field(default_factory=SamplingParams)
     segmenter: Segmenter = option(default_factory=Segmenter, nested=True)

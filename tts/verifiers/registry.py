@@ -30,6 +30,11 @@ CONFIDENCE = ("confidence", "confidence_mean", "confidence_tail", "confidence_lo
 FAMILIES = ("qwen_prm", "math_shepherd", "rlhflow")
 ALIASES = ("testbed", "testbed-verifier")
 PROBE = "probe"
+def builtin_specs() -> tuple[str, ...]:
+    """The specs that name no file or folder (what a tts serve client may ask for)."""
+    return (*CONFIDENCE, *ALIASES, PROBE)
+
+
 #: what a spec may be, for messages and help
 SPEC_HELP = (f"{', '.join(CONFIDENCE)}, {', '.join(ALIASES)}, {PROBE} (or {PROBE}:FOLDER), a local PRM folder, or "
              f"{', '.join(f + ':MODEL' for f in FAMILIES)}")
