@@ -77,6 +77,8 @@ def test_different_config_on_same_file_is_refused_and_file_kept(script, tmp_path
         (["--limit", str(10**20)], "'--limit': 100000000000000000000 is not in the range 1<=x<=1000000"),
         (["--limit", "0"], "'--limit'"),
         (["--budget-tokens", "0"], "'--budget-tokens'"),
+        (["--budget-flops", "0"], "'--budget-flops'"),
+        (["--budget-flops", "nan"], "'--budget-flops'"),
         (["--temperature", "-1"], "'--temperature'"),
         (["--model", "./no/such/folder"], "not a Hugging Face model folder"),
         (["--frobnicate"], "No such option"),
@@ -110,6 +112,26 @@ def test_budget_tokens_caps_every_problem(script, tmp_path):
         assert r["ledger"]["generated_tokens"] <= 20
         # at worst case 20 tokens would pay for two 8-token samples; as a pool they pay for all eight
         assert len(r["candidates"]) == 8
+
+
+def test_budget_flops_caps_every_problem_and_keys_results(script, tmp_path):
+    out = tmp_path / "r.jsonl"
+    free = tmp_path / "free.jsonl"
+    assert scripted(script, free, "--strategy", "majority", "--max-tokens", "8", "--limit", "3")[0] == 0
+    spent = max(r["ledger"]["flops"] for r in read_records(free))
+    tokens = min(r["ledger"]["generated_tokens"] for r in read_records(free))
+    cap = spent * 0.9  # above the prompt's own cost, below what the free run spent
+    code, output = scripted(script, out, "--strategy", "majority", "--max-tokens", "8", "--limit", "3",
+                            "--budget-flops", str(cap))
+    assert code == 0, output
+    records = read_records(out)
+    assert all(0 < r["ledger"]["flops"] <= cap for r in records)
+    assert all(r["ledger"]["generated_tokens"] < tokens for r in records)  # the cap cut the samples short
+    # a different cap is a different configuration: refused, nothing lost
+    before = out.read_bytes()
+    code, output = scripted(script, out, "--strategy", "majority", "--max-tokens", "8", "--limit", "3",
+                            "--budget-flops", str(cap * 2))
+    assert code == 2 and "other settings (budget_flops" in output and out.read_bytes() == before
 
 
 def test_help_lists_commands_and_options():

@@ -203,6 +203,8 @@ def strategy_flags(command):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--budget-tokens", type=click.IntRange(1, MAX_BUDGET_TOKENS), default=None,
               help="Hard cap on generated tokens per problem: a request's samples share what is left (each capped at its share, then continued with what finished ones left), then requests are refused.")
+@click.option("--budget-flops", type=Finite(min=1), default=None,
+              help="Hard cap on FLOPs per problem (prompt, generation and verifier forwards, as the ledger counts them).")
 @click.option("--run-budget-tokens", type=click.IntRange(1, MAX_BUDGET_TOKENS), default=None,
               help="Hard cap on generated tokens for the whole run.")
 @click.option("--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), default=32, show_default=True,
@@ -228,7 +230,7 @@ def strategy_flags(command):
               help="An engine setting, e.g. gpu_memory_utilization=0.45 or block_size=32 (vllm), max_batch_rows=32 "
                    "(hf); repeatable. Engine settings do not enter the results' configuration hash.")
 def run_command(model, backend, prm_backend, dataset, data_path, split, question_field, answer_field, id_field, prompt_format, limit, strategies, n, temperature, top_p, max_tokens, seed,
-                budget_tokens, run_budget_tokens, concurrency, base_url, api_key, out, ray, replicas,
+                budget_tokens, budget_flops, run_budget_tokens, concurrency, base_url, api_key, out, ray, replicas,
                 cpus_per_replica, gpus_per_replica, engine_options, **strategy_options) -> None:
     """Run strategies on a dataset and print accuracy against compute.
 
@@ -280,6 +282,8 @@ def run_command(model, backend, prm_backend, dataset, data_path, split, question
     chosen = _build_strategies(names, n, params, strategy_options)
     shared = {"model": model, "backend": backend_name, "dataset": dataset, "seed": seed,
               "budget_tokens": budget_tokens, "run_budget_tokens": run_budget_tokens,
+              # only when given, so results files written before the flag existed still resume
+              **({"budget_flops": budget_flops} if budget_flops is not None else {}),
               **{k: v for k, v in data_options.items() if v is not None}}
     hashes = {s.name: config_hash({**shared, **s.config()}) for s in chosen}
     if out is None:
@@ -318,7 +322,7 @@ def run_command(model, backend, prm_backend, dataset, data_path, split, question
                     **_recipe_info(),
                     **_versions(backend_name)}
         run_ledger = Ledger(budget=Budget(generated_tokens=run_budget_tokens))
-        per_problem = Budget(generated_tokens=budget_tokens)
+        per_problem = Budget(generated_tokens=budget_tokens, flops=budget_flops)
         clock = RunClock()
         try:
             for strategy in chosen:
