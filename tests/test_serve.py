@@ -226,6 +226,24 @@ def test_a_taken_port_is_one_line_and_exit_2(server, tmp_path):
     assert done.stderr.count("\n") == 1 and f"--host/--port 127.0.0.1:{server.port}: cannot listen" in done.stderr
 
 
+@pytest.mark.parametrize("args, recipe, message", [
+    (["--prm-backend", "tpu"], None, "Invalid value for '--prm-backend'"),
+    ([], "prm-backend: gpu\n", "prm-backend must be hf or vllm, got 'gpu'"),
+])
+def test_prm_backend_is_checked(tmp_path, args, recipe, message):
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps(REPLIES))
+    extra = []
+    if recipe is not None:
+        (tmp_path / "r.yaml").write_text(recipe)
+        extra = ["--config", str(tmp_path / "r.yaml")]
+    done = subprocess.run([sys.executable, "-m", "tts.cli", "serve", "--backend", "scripted", "--model", str(script),
+                           "--port", str(free_port()), *args, *extra], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], lines
+
+
 @pytest.mark.parametrize("option, message", [
     ("nope", "--engine-option 'nope': write KEY=VALUE"),
     ("bogus=1", "--backend hf: engine options bogus: "),
@@ -508,3 +526,23 @@ def test_end_to_end_on_the_embedded_model(tmp_path, backend):
         assert s.metric("tts_engine_requests_in_flight") == 0
     finally:
         s.close()
+
+
+def test_a_process_prm_backend_reaches_threads_a_context_does_not():
+    import threading
+
+    from tts.verifiers import registry
+
+    seen = []
+    try:
+        registry.set_process_prm_backend("vllm")
+        thread = threading.Thread(target=lambda: seen.append(registry.current_prm_backend()))
+        thread.start()
+        thread.join()
+        with registry.prm_backend("hf"):
+            seen.append(registry.current_prm_backend())  # a block still wins inside it
+        with pytest.raises(ValueError, match="choose from hf, vllm"):
+            registry.set_process_prm_backend("tpu")
+    finally:
+        registry.set_process_prm_backend("hf")
+    assert seen == ["vllm", "hf"] and registry.current_prm_backend() == "hf"

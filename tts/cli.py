@@ -434,9 +434,11 @@ def _build_strategies(names, n, params, values):
               help="Request bodies over this size get 413.")
 @click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
               help="An engine setting, e.g. block_size=32 (vllm) or max_batch_rows=32 (hf); repeatable.")
+@click.option("--prm-backend", type=click.Choice(["hf", "vllm"]), default=None,
+              help="Where reward models named by requests or the recipe run (default: the recipe's prm-backend, else hf).")
 def serve_command(model, backend, base_url, upstream_api_key, host, port, api_key, recipe_path,
                   max_concurrent_requests, max_tokens, max_budget_tokens, max_budget_flops, max_budget_seconds,
-                  max_body_bytes, engine_options) -> None:
+                  max_body_bytes, engine_options, prm_backend) -> None:
     """Serve an OpenAI-compatible API that runs a strategy per request (model "majority@8", or a
     "tts" object in the body). Needs the serve extra: pip install "tts-toolkit[serve]"."""
     import importlib.util
@@ -468,6 +470,13 @@ def serve_command(model, backend, base_url, upstream_api_key, host, port, api_ke
         except RecipeError as exc:
             _fail(f"--config {exc}")
         model = recipe.get("model", model) if model == "embedded" else model
+    prm_backend = prm_backend or (recipe or {}).get("prm_backend") or (recipe or {}).get("prm-backend") or "hf"
+    if prm_backend not in ("hf", "vllm"):
+        _fail(f"--config {recipe_path}: prm-backend must be hf or vllm, got {prm_backend!r:.40}")
+    _use_prm_backend(prm_backend)
+    from .verifiers import registry
+
+    registry.set_process_prm_backend(prm_backend)  # for every request thread, not only this context
     from .server import serve
 
     console = _console(stderr=True)

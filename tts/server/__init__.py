@@ -31,7 +31,7 @@ def server_defaults(model_name: str, recipe: dict[str, Any] | None, *, max_budge
     recipe = {str(k).replace("-", "_"): v for k, v in (recipe or {}).items()}
     run_only = {"model", "backend", "base_url", "api_key", "dataset", "data_path", "split", "question_field",
                 "answer_field", "id_field", "prompt_format", "limit", "concurrency", "out", "budget_tokens",
-                "budget_flops", "run_budget_tokens", "seed", "compute_optimal"}
+                "budget_flops", "run_budget_tokens", "prm_backend", "seed", "compute_optimal"}
     strategy = recipe.pop("strategy", recipe.pop("strategies", "single"))
     if isinstance(strategy, list):
         strategy = strategy[0] if strategy else "single"

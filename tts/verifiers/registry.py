@@ -44,7 +44,9 @@ PRM_BACKENDS = ("hf", "vllm")
 
 _loaded: dict[tuple[str, str], Any] = {}
 _lock = threading.Lock()
-_backend: contextvars.ContextVar[str] = contextvars.ContextVar("tts_prm_backend", default="hf")
+_backend: contextvars.ContextVar[str | None] = contextvars.ContextVar("tts_prm_backend", default=None)
+#: where reward models run outside any prm_backend block (a server sets it once for its whole process)
+_process_backend = "hf"
 
 
 def check_prm_backend(name: str) -> str:
@@ -64,8 +66,16 @@ def prm_backend(name: str) -> Iterator[None]:
         _backend.reset(token)
 
 
+def set_process_prm_backend(name: str) -> None:
+    """Reward models run on ``name`` in every thread and task of this process that is not inside a
+    :func:`prm_backend` block: for ``tts serve``, whose request handlers run on threads a context variable
+    set at start-up may not reach."""
+    global _process_backend
+    _process_backend = check_prm_backend(name)
+
+
 def current_prm_backend() -> str:
-    return _backend.get()
+    return _backend.get() or _process_backend
 
 
 def resolve(spec: str, backend: str | None = None) -> Any:
