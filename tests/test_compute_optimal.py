@@ -73,3 +73,22 @@ def test_unknown_section_key_is_one_error_line(recipe):
     done = sweep(recipe)
     assert done.returncode != 0
     assert "unknown compute_optimal key 'pool_size'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_sweep_in_flops_with_a_mean_allocation(recipe, tmp_path):
+    """FLOPs budgets by default, a mean policy whose real `auto` runs route by --route-budget, and
+    savings with bootstrap intervals in the report."""
+    text = recipe.read_text().replace("  auto_check: [6, 30]\n", "  unit: flops\n  allocation: mean\n  resamples: 50\n")
+    recipe.write_text(text)
+    done = sweep(recipe)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "out"
+    policy = Policy.load(out / "policy.json")
+    assert policy.unit == "flops" and policy.allocation == "mean"
+    report = (out / "report.md").read_text()
+    assert "Allocation: mean" in report and "bootstrap interval" in report and "`--route-budget`" in report
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["auto"]) == 3 and all(r["budget"] > 1e3 for r in summary["auto"])  # FLOPs, not tokens
+    routes = [row for rows in summary["held_out"].values() for row in rows]
+    assert all("vs_best_of_n_flops_interval" in row for row in routes)
+    assert all(lo <= hi for row in routes for lo, hi in [row["vs_best_of_n_flops_interval"]])
