@@ -83,3 +83,33 @@ def test_prm_search_never_overruns_a_total_token_budget():
                 ledger = r.trace.ledger
                 spent = ledger["prompt_tokens"] - ledger["cached_prompt_tokens"] + ledger["generated_tokens"] + ledger["verifier_tokens"]
                 assert spent <= limit, (strategy.name, limit, ledger)
+
+
+@pytest.mark.parametrize("name", ["best_of_n", "weighted_majority", "revise", "beam_search", "dvts", "rebase",
+                                  "particle_filter", "mcts"])
+def test_a_budget_that_cannot_pay_the_verifier_keeps_what_was_sampled(name):
+    """Under total_tokens caps from tight to loose, a verifier-driven strategy never overruns the cap, and
+    when the verifier cannot be paid it still answers from its samples (by vote) instead of dropping them."""
+    pytest.importorskip("transformers")
+    import tts.testbed
+
+    from tts.strategies import create
+
+    prm = tts.testbed.prm()
+    problems = tts.data.load("steps3", limit=3)
+    backend = ScriptedBackend(lambda prompt, i: ["2 * 3 + 4\n10\nAnswer: 10", "6 + 4\nAnswer: 10"][i % 2])
+    options = {"verifier": prm, **({"revisions": 2} if name == "revise" else {}),
+               **({"expansions": 2} if name in ("beam_search", "dvts", "mcts") else {})}
+    strategy = create(name, 4, SamplingParams(max_tokens=32), options)
+    unpaid = 0
+    for limit in (40, 60, 90, 150, 400):
+        for r in tts.run(problems, strategy, backend, budget=Budget(total_tokens=limit), grade=None):
+            ledger, trace = r.trace.ledger, r.trace
+            spent = ledger["prompt_tokens"] - ledger["cached_prompt_tokens"] + ledger["generated_tokens"] + ledger["verifier_tokens"]
+            assert spent <= limit, (name, limit, ledger)
+            if any(c.answer is not None for c in trace.candidates):
+                assert trace.answer is not None, (name, limit, trace.info)
+            if trace.candidates and not any(c.scores for c in trace.candidates):
+                unpaid += 1
+                assert "budget exhausted" in trace.info.get("budget_stop", "")
+    assert unpaid > 0, f"{name}: no limit left the verifier unpaid, so this test tested nothing"

@@ -37,7 +37,7 @@ from ..routing import SAMPLING, Policy, PolicyError
 from ..verifiers.registry import resolve
 from ..runtime import Generator, Strategy
 from ..types import Candidate, Completion, Problem, SamplingParams, Trace
-from .sampling import Extractor, answer_reader, key_reader, make_trace
+from .sampling import Extractor, answer_reader, key_reader, make_trace, score_or_nothing
 from .select import choose
 
 
@@ -137,7 +137,8 @@ class Auto(Strategy):
         key = key_reader(self.extract, problem)
 
         probes, stopped = await draw(gen, problem, params, pred.probes)
-        scores = await verifier.score(problem, probes, gen.ledger) if probes else []
+        scores, refused = await score_or_nothing(verifier, problem, probes, gen.ledger)
+        stopped = stopped or refused
         answers = [read(c.text) for c in probes]
         vote_keys = [None if a is None else (key(a) if key else a) for a in answers]
         feature = pred.value(scores, vote_keys, [c.num_tokens for c in probes])
@@ -148,14 +149,16 @@ class Auto(Strategy):
         route = {"bin": difficulty, "feature": None if feature != feature else round(feature, 6),
                  "budget": budget, "rule": rule.setting.label, "probes": len(probes), "policy": self.policy_source}
 
-        candidates = [Candidate.from_completion(c, a, {verifier.name: s}) for c, a, s in zip(probes, answers, scores)]
+        candidates = [Candidate.from_completion(c, a, {} if s is None else {verifier.name: s})
+                      for c, a, s in zip(probes, answers, scores)]
         if rule.setting.strategy in SAMPLING:
             more, stop2 = ([], None) if stopped else await draw(
                 gen, problem, params, max(0, rule.setting.n - len(probes)))
             stopped = stopped or stop2
             if more:
-                extra = await verifier.score(problem, more, gen.ledger)
-                candidates += [Candidate.from_completion(c, read(c.text), {verifier.name: s})
+                extra, refused = await score_or_nothing(verifier, problem, more, gen.ledger)
+                stopped = stopped or refused
+                candidates += [Candidate.from_completion(c, read(c.text), {} if s is None else {verifier.name: s})
                                for c, s in zip(more, extra)]
             chosen, votes = _select(rule.setting.strategy, candidates, verifier.name, gen.seed, key)
             return make_trace(problem, self.name, candidates, chosen, route=route, votes=votes, budget_stop=stopped)

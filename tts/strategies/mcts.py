@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..budget import BudgetExhausted
 from ..runtime import Generator
 from ..types import Completion, Problem, Trace
 from ..options import MAX_SAMPLES, MAX_SIMULATIONS, option
@@ -94,7 +95,11 @@ class MCTS(TreeSearch):
             return [e.path_score for e in ends]
         completions = [Completion(e.text, e.path_tokens, e.finish_reason or "length",
                                   logprobs=s.tree.partial(e).logprobs) for e in ends]
-        return [float(v) for v in await self.rollout_verifier.score(s.problem, completions, s.gen.ledger)]
+        try:
+            return [float(v) for v in await self.rollout_verifier.score(s.problem, completions, s.gen.ledger)]
+        except BudgetExhausted as exc:  # unpaid rollouts are worth nothing; the search stops here
+            s.stopped = s.stopped or str(exc)
+            return [None] * len(completions)
 
     @staticmethod
     def backpropagate(s: Search, node: Node, visits: int, total: float) -> None:

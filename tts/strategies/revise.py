@@ -21,7 +21,9 @@ from ..types import Candidate, Message, Problem, SamplingParams, Trace
 from ..verifiers.base import Verifier
 from ..options import MAX_SAMPLES, option
 from ..verifiers.registry import SPEC_HELP, builtin_specs, resolve
-from .sampling import Extractor, answer_reader, choose_for_answer, key_reader, make_trace, samples_option, vote
+from .sampling import (
+    Extractor, answer_reader, choose_for_answer, key_reader, make_trace, samples_option, score_or_nothing, vote,
+)
 
 DEFAULT_INSTRUCTION = (
     "Check your previous answer. If it is wrong, give the corrected answer; if it is right, give it again. "
@@ -80,7 +82,12 @@ class Revise(Strategy):
         completions = [c for chain, _ in chains for c in chain]
         depth = [d for chain, _ in chains for d in range(len(chain))]
         stopped = next((s for _, s in chains if s), None)
-        scores = await self.verifier.score(problem, completions, gen.ledger) if self.verifier and completions else None
+        scores = None
+        if self.verifier and completions:
+            scores, refused = await score_or_nothing(self.verifier, problem, completions, gen.ledger)
+            stopped = stopped or refused
+            if refused:
+                scores = None  # the budget could not pay the verifier: the attempts are voted on instead
         candidates = [
             Candidate.from_completion(c, answer_reader(self.extract, problem)(c.text),
                                       {self.verifier.name: scores[i]} if scores else {})

@@ -52,10 +52,23 @@ async def sample_and_score(
     batched verifier call; the shared first half of every verifier-driven selection rule."""
     params = replace(params, logprobs=params.logprobs or verifier.needs_logprobs)
     completions, stopped = await sample_or_nothing(gen, problem, params)
-    scores = await verifier.score(problem, completions, gen.ledger) if completions else []
+    scores, refused = await score_or_nothing(verifier, problem, completions, gen.ledger)
     read = answer_reader(extract, problem)
-    candidates = [Candidate.from_completion(c, read(c.text), {verifier.name: s}) for c, s in zip(completions, scores)]
-    return candidates, scores, stopped
+    candidates = [Candidate.from_completion(c, read(c.text), {} if s is None else {verifier.name: s})
+                  for c, s in zip(completions, scores)]
+    return candidates, scores, stopped or refused
+
+
+async def score_or_nothing(verifier: Verifier, problem: Problem, completions: list[Completion],
+                           ledger) -> tuple[list[float | None], str | None]:
+    """The verifier's scores, or (when the budget cannot pay for them) no scores and the reason: what was
+    sampled is kept, and the selection rules fall back to a vote (tts.strategies.select)."""
+    if not completions:
+        return [], None
+    try:
+        return list(await verifier.score(problem, completions, ledger)), None
+    except BudgetExhausted as exc:
+        return [None] * len(completions), str(exc)
 
 
 def make_trace(problem: Problem, name: str, candidates: list[Candidate], chosen: int | None, **info) -> Trace:
@@ -154,10 +167,12 @@ class WeightedMajority(Strategy):
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         candidates, scores, stopped = await sample_and_score(
             gen, problem, self.verifier, replace(self.params, n=self.n), self.extract)
-        if any(s < 0 for s in scores):
+        if any(s is not None and s < 0 for s in scores):
             raise ValueError(f"{self.verifier.name} gave a negative score; weighted voting needs non-negative weights")
         key = key_reader(self.extract, problem)
-        winner, totals = vote([c.answer for c in candidates], scores, gen.seed, key)
+        # unscored samples (a budget that could not pay the verifier) weigh nothing; with none scored, count
+        weights = None if all(s is None for s in scores) else [0.0 if s is None else s for s in scores]
+        winner, totals = vote([c.answer for c in candidates], weights, gen.seed, key)
         chosen = choose_for_answer(candidates, winner, scores, key)
         return make_trace(problem, self.name, candidates, chosen, votes=totals, verifier=self.verifier.name,
                       budget_stop=stopped)

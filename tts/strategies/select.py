@@ -3,7 +3,8 @@
 Every strategy that picks from a pool (best-of-N, majority, weighted majority, the tree searches'
 final choice, ``auto``'s sampling rules) and the compute-optimal sweep call these, so they cannot
 disagree. One rule for a missing score: a candidate without a finite score ranks below every scored
-one (and weighs nothing in a weighted vote).
+one (and weighs nothing in a weighted vote); when no candidate has one (a budget that could not pay the
+verifier), the score-based rules fall back to the majority vote, the one rule that needs no score.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def choose(rule: str, answers: Sequence[str | None], scores: Sequence[float | No
         raise ValueError(f"selection rule must be one of {', '.join(RULES)}, got {rule!r}")
     if not answers:
         return None, None
+    if rule != "majority" and all(usable(s) == -math.inf for s in (scores or [None])):
+        rule = "majority"
     if rule == "best":
         return best(scores or [None] * len(answers)), None
     weights = [weight(s) for s in scores] if rule == "weighted" and scores is not None else None

@@ -257,7 +257,11 @@ class Search:
         todo = [n for n in nodes if n.score is None]
         if not todo:
             return
-        scores = await self.scorer.score_steps(self.problem, [self.tree.partial(n) for n in todo], self.gen.ledger)
+        try:
+            scores = await self.scorer.score_steps(self.problem, [self.tree.partial(n) for n in todo], self.gen.ledger)
+        except BudgetExhausted as exc:  # the scorer cannot be paid: the nodes stay unscored, the search ends
+            self.stopped = self.stopped or str(exc)
+            return
         for n, s in zip(todo, scores):
             n.score = float(s)
         for n in todo:
@@ -284,16 +288,18 @@ class Search:
         return [n for n in self.tree.nodes if n.kind == "step" and n.finished]
 
     def candidate(self, node: Node) -> Candidate:
-        score = node.path_score if node.path_score is not None and math.isfinite(node.path_score) else 0.0
-        return Candidate(node.text, self.read(node.text), node.path_tokens, node.finish_reason or "length",
-                         {self.scorer.name: score})
+        if node.path_score is None:  # never scored (the budget stopped the scorer): no score to report
+            scores = {}
+        else:
+            scores = {self.scorer.name: node.path_score if math.isfinite(node.path_score) else 0.0}
+        return Candidate(node.text, self.read(node.text), node.path_tokens, node.finish_reason or "length", scores)
 
     def choose(self, pool: Sequence[Node], how: str | None = None) -> tuple[list[Candidate], int | None, dict | None]:
         """Candidates for the pool and the chosen one: best score, or a (weighted) vote over answers."""
         how = how or self.strategy.select
         self.candidate_nodes, self.selection = [n.id for n in pool], how
         candidates = [self.candidate(n) for n in pool]
-        scores = [c.scores[self.scorer.name] for c in candidates]
+        scores = [c.scores.get(self.scorer.name) for c in candidates]
         chosen, totals = choose(how, [c.answer for c in candidates], scores, self.gen.seed)
         return candidates, chosen, totals
 
