@@ -56,7 +56,9 @@ from tts import backends, data  # noqa: E402
 from tts.budget import Budget  # noqa: E402
 from tts.data.grading import grader_for, vote_key_for  # noqa: E402
 from tts.escapes import decode_escapes  # noqa: E402
-from tts.routing import ALLOCATIONS, BASE_FEATURES, FEATURES, Point, Row, Setting, cells, evaluate, fit, frontier, probe_feature  # noqa: E402
+from tts.routing import (  # noqa: E402
+    ALLOCATIONS, BASE_FEATURES, FEATURES, Point, Row, Setting, cells, compute_saved, evaluate, fit, frontier, probe_feature,
+)
 from tts.verifiers.registry import resolve as verifier_from_spec  # noqa: E402
 from tts.runtime import derive_seed, run_async  # noqa: E402
 from tts.verifiers.registry import forget_states  # noqa: E402
@@ -658,12 +660,14 @@ def main() -> None:
     lines += ["## `auto` for real on the held-out split", "",
               ("Each budget is `--route-budget` (an average to route for, no per-problem cap)." if cfg["allocation"] == "mean"
                else f"Each budget is a hard per-problem cap in {unit}."), "",
-              "| budget | problems | accuracy | mean tokens | max tokens | mean FLOPs | routes |",
-              "|---|---|---|---|---|---|---|"]
+              "| budget | problems | accuracy | mean tokens | max tokens | mean FLOPs | vs best-of-N (FLOPs) | routes |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in auto_rows:
         routes = ", ".join(f"{k} x{v}" for k, v in sorted(r["routes"].items(), key=lambda kv: -kv[1]))
+        saved = compute_saved([Point(r["mean_flops"], r["accuracy"])], evaluation.curves["flops"]["best_of_n"])[0]
+        r["vs_best_of_n_flops"] = saved.ratio
         lines.append(f"| {r['budget']:g} | {r['problems']} | {r['accuracy']:.3f} | {r['mean_tokens']:.1f} | "
-                     f"{r['max_tokens']} | {r['mean_flops']:.2e} | {routes} |")
+                     f"{r['max_tokens']} | {r['mean_flops']:.2e} | {fmt_ratio(saved)} | {routes} |")
     lines.append("")
     report = "\n".join(lines)
     (out / "report.md").write_text(report)
