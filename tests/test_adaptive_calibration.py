@@ -151,3 +151,102 @@ def test_the_tables_content_keys_results_not_its_file_name(tmp_path):
         return config_hash(AdaptiveConsistency(n=8, rule="calibrated", adaptive_calibration=str(path)).config())
 
     assert hashed(a) != hashed(b) and hashed(a) == hashed(same)
+
+
+# --- the confidence-weighted rule ----------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 30), st.integers(0, 30))
+def test_weighted_probability_is_the_beta_rule_on_integer_counts(a, b):
+    from collections import Counter
+
+    from tts.strategies.adaptive import beta_leader_probability
+    from tts.strategies.stopping import weighted_leader_probability
+
+    hi, lo = max(a, b), min(a, b)
+    counts = Counter({"x": hi, "y": lo}) if lo else Counter({"x": hi} if hi else {})
+    assert weighted_leader_probability(hi, lo) == pytest.approx(beta_leader_probability(counts), abs=1e-5)
+
+
+def test_confidence_weights_move_the_leader_and_settle_it():
+    from tts.strategies.stopping import confidence_leader_probability as prob
+
+    # equal confidences, no scale: the plain Beta rule on counts
+    assert prob(["4", "4", "5"], [0.3, 0.3, 0.3]) == pytest.approx(prob(["4", "4", "5"], [0.9, 0.9, 0.9]), abs=1e-9)
+    # a confident minority outweighs an unsure majority: "5" (weight 3) leads "4" (2/3) more surely than
+    # "4" led "5" on counts alone (2 to 1: 0.6875)
+    assert prob(["4", "4", "5"], [0.1, 0.1, 0.9], scale=0.3) > 0.85 > 0.6875 == pytest.approx(prob(["4", "4", "5"], [1, 1, 1]))
+    # a larger scale (a model confident everywhere) makes the same votes weigh less: later stops
+    assert prob(["4", "4", "4"], [0.5] * 3, scale=0.25) > prob(["4", "4", "4"], [0.5] * 3, scale=1.0)
+    assert prob([None, None], [0.9, 0.9]) == 0.0
+
+
+def confident_replies(pattern):
+    """Replies "4" and "5" with token logprobs giving confidence c: one token per reply."""
+    import math
+
+    return [ScriptedReply(a, [math.log(c)]) for a, c in pattern]
+
+
+def test_the_confidence_rule_stops_where_its_replay_does_and_answers_by_weighted_vote():
+    from tts.strategies.stopping import Pool, replay_confidence
+
+    params = SamplingParams(temperature=0.7, max_tokens=8)
+    patterns = {
+        "confident": [("4", 0.9)] * 8,
+        "split": [("4", 0.2), ("5", 0.9)] * 4,
+        "unsure": [("4", 0.2), ("5", 0.2), ("6", 0.2), ("4", 0.2)] * 2,
+    }
+    for label, pattern in patterns.items():
+        strategy = AdaptiveConsistency(n=8, batch=2, rule="confidence", threshold=0.9, confidence_scale=0.4,
+                                       params=params)
+        backend = ScriptedBackend({"2 + 2": confident_replies(pattern)})
+        [result] = run(run_async([P], strategy, backend, grade=same_answer))
+        pool = Pool(tuple(a for a, _ in pattern), tuple(a == "4" for a, _ in pattern), tuple(1 for _ in pattern),
+                    tuple(c for _, c in pattern))
+        expected = replay_confidence([pool], 8, 2, 0.9, 0.4)
+        assert result.trace.info["samples"] == expected["samples"], label
+        scores = [c.scores["confidence_mean"] for c in result.trace.candidates]
+        assert scores == pytest.approx([c for _, c in pattern[: len(scores)]])
+    # the split pool's answer is the confident minority's, not the count's tie-break
+    backend = ScriptedBackend({"2 + 2": confident_replies(patterns["split"])})
+    strategy = AdaptiveConsistency(n=8, batch=2, rule="confidence", threshold=0.9, confidence_scale=0.4, params=params)
+    [result] = run(run_async([P], strategy, backend, grade=same_answer))
+    assert result.trace.answer == "5"
+    assert result.trace.info["samples"] < 8  # the confident "5"s settle it
+
+
+def test_fit_confidence_keeps_majority_accuracy_and_saves_where_confidence_tells():
+    from tts.strategies.stopping import fit_confidence, replay_confidence
+
+    rng = random.Random(0)
+
+    def pools(count):
+        out = []
+        for i in range(count):
+            easy = i % 2 == 0
+            answers, confs = [], []
+            for _ in range(16):
+                right = rng.random() < (0.9 if easy else 0.45)
+                answers.append("4" if right else rng.choice(["5", "6", "7"]))
+                confs.append(rng.uniform(0.6, 0.9) if right else rng.uniform(0.1, 0.5))
+            out.append(Pool(tuple(answers), tuple(a == "4" for a in answers), tuple(10 for _ in answers), tuple(confs)))
+        return out
+
+    scale, threshold, curve = fit_confidence(pools(400), 16, batch=2, tolerance=0.005)
+    held = replay_confidence(pools(400), 16, 2, threshold, scale)
+    assert 0.3 < scale < 0.8 and threshold in [c["threshold"] for c in curve]
+    assert held["accuracy"] >= held["majority_accuracy"] - 0.02 and held["token_share"] < 0.6
+    with pytest.raises(CalibrationError, match="token confidences"):
+        fit_confidence([Pool(("4",) * 16, (True,) * 16, (1,) * 16)] * 10, 16)
+
+
+def test_cli_confidence_rule_and_its_bad_scale(script, tmp_path):
+    out = tmp_path / "r.jsonl"
+    done = subprocess.run([sys.executable, "-m", "tts.cli", "run", "--backend", "scripted", "--model", script, "--limit", "2",
+                           "--strategy", "adaptive", "--adaptive-rule", "confidence", "--adaptive-confidence-scale", "0.4",
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    bad = subprocess.run([sys.executable, "-m", "tts.cli", "run", "--backend", "scripted", "--model", script, "--limit", "2",
+                          "--strategy", "adaptive", "--adaptive-rule", "confidence", "--adaptive-confidence-scale", "0",
+                          "--out", str(tmp_path / "b.jsonl")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--adaptive-confidence-scale" in bad.stderr

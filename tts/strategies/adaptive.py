@@ -14,6 +14,12 @@ Rules:
     ``--adaptive-calibration FILE``): stop once the expected accuracy gain of sampling on to ``n`` is at
     most the table's epsilon. It asks after every ``batch`` of the table's own (the states it was
     fitted on) and needs the ``n`` it was fitted for; ``threshold`` is not used.
+  * ``confidence``: the Beta rule over confidence-weighted votes (a DeepConf-style weighting inside
+    adaptive consistency): a sample's vote weighs its token confidence (geometric-mean token probability,
+    ``confidence_mean``) over ``confidence_scale``, so answers written confidently settle sooner and the
+    answer is the confidence-weighted vote. The scale is fitted on a training split
+    (``experiments/adaptive_calibration.py --rule confidence``: the mean confidence there, with the
+    threshold that keeps majority@N's accuracy); without one, the mean confidence of the samples so far.
 
 Batches are sequential within a problem, so no request is ever in flight that the rule no longer needs;
 other problems' requests keep the engine's batches full in the meantime.
@@ -30,9 +36,12 @@ from ..runtime import Generator, Strategy
 from ..types import Candidate, Problem, SamplingParams, Trace
 from ..options import MAX_SAMPLES, option
 from .sampling import Extractor, answer_reader, choose_for_answer, key_reader, make_trace, sample_or_nothing, samples_option, vote
-from .stopping import CalibrationError, StoppingTable, packaged_names
+from .stopping import (  # noqa: F401  (weighted_leader_probability: re-exported)
+    CalibrationError, StoppingTable, confidence_leader_probability, packaged_names, weighted_leader_probability,
+)
 
-RULES = ("beta", "dirichlet", "calibrated")
+RULES = ("beta", "dirichlet", "calibrated", "confidence")
+
 
 
 def beta_leader_probability(counts: Counter) -> float:
@@ -77,6 +86,9 @@ class AdaptiveConsistency(Strategy):
                                               help="calibrated rule: the table from experiments/adaptive_calibration.py, "
                                                    "or a packaged name (" + ", ".join(packaged_names()) + ")")
     calibration: StoppingTable | None = None
+    confidence_scale: float | None = option(None, key="adaptive_confidence_scale", low=0, low_open=True, high=1,
+                                            help="confidence rule: a vote weighs the sample's confidence over this "
+                                                 "(fitted on a training split; default: the mean so far)")
     name: str = "adaptive"
 
     def __post_init__(self) -> None:
@@ -91,6 +103,11 @@ class AdaptiveConsistency(Strategy):
                 raise CalibrationError(f"the calibration was fitted for n={self.calibration.n}; run adaptive with "
                                        f"n={self.calibration.n} (adaptive@{self.calibration.n})")
 
+    def weighted_settled(self, candidates: list[Candidate], key) -> float:
+        """P(the confidence-weighted leader is settled): the Beta rule over weighted counts."""
+        return confidence_leader_probability([None if c.answer is None else key(c.answer) for c in candidates],
+                                             [c.scores.get(CONFIDENCE, 0.0) for c in candidates], self.confidence_scale)
+
     def settled(self, counts: Counter, seed: int) -> float:
         if self.rule == "beta":
             return beta_leader_probability(counts)
@@ -104,12 +121,20 @@ class AdaptiveConsistency(Strategy):
         read = answer_reader(self.extract, problem)
         table = self.calibration if self.rule == "calibrated" else None
         batch = table.batch if table is not None else self.batch
+        weighted = self.rule == "confidence"
+        params = replace(self.params, logprobs=True) if weighted else self.params
         while len(candidates) < self.n:
             size = min(batch, self.n - len(candidates))
-            got, stopped = await sample_or_nothing(gen, problem, replace(self.params, n=size))
-            candidates += [Candidate.from_completion(c, read(c.text)) for c in got]
+            got, stopped = await sample_or_nothing(gen, problem, replace(params, n=size))
+            candidates += [Candidate.from_completion(c, read(c.text), _confidence(c) if weighted else None)
+                           for c in got]
             if stopped:
                 break
+            if weighted:
+                confidence = self.weighted_settled(candidates, key)
+                if confidence >= self.threshold:
+                    break
+                continue
             if table is not None:
                 keys = [None if c.answer is None else key(c.answer) for c in candidates]
                 if table.stop(keys):
@@ -119,6 +144,19 @@ class AdaptiveConsistency(Strategy):
             confidence = self.settled(counts, gen.seed + len(candidates))
             if confidence >= self.threshold:
                 break
-        winner, totals = vote([c.answer for c in candidates], None, gen.seed, key)
-        return make_trace(problem, self.name, candidates, choose_for_answer(candidates, winner, None, key), votes=totals,
+        weights = [c.scores.get(CONFIDENCE, 0.0) for c in candidates] if weighted else None
+        winner, totals = vote([c.answer for c in candidates], weights, gen.seed, key)
+        return make_trace(problem, self.name, candidates, choose_for_answer(candidates, winner, weights, key), votes=totals,
                           samples=len(candidates), leader_probability=round(confidence, 6), budget_stop=stopped)
+
+
+CONFIDENCE = "confidence_mean"
+
+
+def _confidence(completion) -> dict[str, float]:
+    """A sample's token confidence (ConfidenceVerifier's ``mean``: exp of the mean token logprob) as its
+    score; 0 when the engine returned no logprobs."""
+    from ..verifiers.confidence import token_confidence
+
+    logprobs = completion.logprobs or []
+    return {CONFIDENCE: math.exp(token_confidence(logprobs, "mean")) if logprobs else 0.0}

@@ -38,6 +38,45 @@ class CalibrationError(ValueError):
     """A calibration file that cannot be used (missing, not JSON, the wrong shape): one line naming it."""
 
 
+#: grid over the leader's share for the Beta probability of real-valued (weighted) counts
+_GRID = 4096
+
+
+def weighted_leader_probability(a: float, b: float) -> float:
+    """P(share > 1/2) under Beta(a+1, b+1) for real-valued counts (weighted votes), by a midpoint rule on
+    a fine grid in log space (matches :func:`beta_leader_probability` on integer counts to about 1e-6)."""
+    if a <= 0:
+        return 0.0
+    logs = [a * math.log((i + 0.5) / _GRID) + b * math.log1p(-(i + 0.5) / _GRID) for i in range(_GRID)]
+    top = max(logs)
+    lo = hi = 0.0
+    for i, v in enumerate(logs):
+        w = math.exp(v - top)
+        if (i + 0.5) / _GRID > 0.5:
+            hi += w
+        else:
+            lo += w
+    return hi / (lo + hi)
+
+
+def confidence_leader_probability(keys: Sequence[str | None], confidences: Sequence[float],
+                                  scale: float | None = None) -> float:
+    """The ``confidence`` rule's probability that the leader is settled: each answer's votes weigh
+    ``confidence / scale`` (``scale``: fitted on a training split; None: the mean confidence of these
+    samples), then the Beta rule on the leader's and runner-up's weights."""
+    confs = [max(0.0, float(c)) for c in confidences]
+    if scale is None:
+        scale = sum(confs) / len(confs) if confs and sum(confs) > 0 else 1.0
+    weights: dict[str, float] = {}
+    for k, c in zip(keys, confs):
+        if k is not None:
+            weights[k] = weights.get(k, 0.0) + c / scale
+    top = sorted(weights.values(), reverse=True)[:2]
+    if not top:
+        return 0.0
+    return weighted_leader_probability(top[0], top[1] if len(top) > 1 else 0.0)
+
+
 @dataclass(frozen=True)
 class Pool:
     """One recorded problem: its samples' vote keys (None: no answer) and correctness, in draw order, and
@@ -46,6 +85,8 @@ class Pool:
     answers: tuple[str | None, ...]
     correct: tuple[bool, ...]
     tokens: tuple[int, ...]
+    #: each sample's token confidence (confidence_mean), where the records have it
+    confidences: tuple[float, ...] = ()
 
     def leader_correct(self, k: int, seed: int = 0) -> bool:
         winner, _ = vote(self.answers[:k], None, seed)
@@ -244,6 +285,56 @@ def pools_from_records(records: Iterable[dict], n: int) -> list[Pool]:
         if len(cands) < n or any(c.get("correct") is None for c in cands[:n]):
             continue
         cands = cands[:n]
+        confs = [(c.get("scores") or {}).get("confidence_mean") for c in cands]
         out.append(Pool(tuple(c.get("vote_key") or c.get("answer") for c in cands),
-                        tuple(bool(c["correct"]) for c in cands), tuple(int(c.get("num_tokens") or 0) for c in cands)))
+                        tuple(bool(c["correct"]) for c in cands), tuple(int(c.get("num_tokens") or 0) for c in cands),
+                        tuple(float(x) for x in confs) if all(isinstance(x, (int, float)) for x in confs) else ()))
     return out
+
+
+# ------------------------------------------------------------------------------ the confidence rule
+
+def weighted_leader_correct(pool: Pool, k: int, seed: int = 0) -> bool:
+    """Whether the confidence-weighted vote over the first ``k`` samples is right."""
+    winner, _ = vote(pool.answers[:k], list(pool.confidences[:k]), seed)
+    return winner is not None and any(ok for a, ok in zip(pool.answers[:k], pool.correct[:k]) if a == winner)
+
+
+def replay_confidence(pools: Sequence[Pool], n: int, batch: int, threshold: float, scale: float | None) -> dict:
+    """The confidence rule on recorded pools (with confidences), asked after every ``batch`` samples:
+    accuracy of the weighted vote where it stopped, per pool differences against majority@n, tokens."""
+    diffs, samples, tokens, all_tokens = [], 0, 0, 0
+    for pool in pools:
+        k = next((k for k in checkpoints(n, batch)
+                  if confidence_leader_probability(pool.answers[:k], pool.confidences[:k], scale) >= threshold), n)
+        diffs.append(float(weighted_leader_correct(pool, k)) - float(pool.leader_correct(n)))
+        samples += k
+        tokens += sum(pool.tokens[:k])
+        all_tokens += sum(pool.tokens[:n])
+    count = max(len(pools), 1)
+    majority = sum(p.leader_correct(n) for p in pools) / count
+    mean = sum(diffs) / count
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1) / count) if diffs else 0.0
+    return {"problems": len(pools), "threshold": threshold, "accuracy": majority + mean, "majority_accuracy": majority,
+            "difference_se": se, "samples": samples / count, "token_share": tokens / all_tokens if all_tokens else 0.0}
+
+
+THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.825, 0.85, 0.875, 0.9, 0.925, 0.95, 0.975, 0.99, 0.995)
+
+
+def fit_confidence(pools: Sequence[Pool], n: int, batch: int = 2, tolerance: float = 0.005,
+                   z: float = 1.0) -> tuple[float, float, list[dict]]:
+    """The confidence rule fitted on training pools: the scale is their mean confidence, the threshold
+    the one that spends the fewest tokens while the weighted vote's accuracy where it stops stays within
+    ``tolerance`` of majority@n's on the same pools, ``z`` standard errors of the paired difference
+    included. Returns (scale, threshold, one replay row per threshold tried)."""
+    pools = [p for p in pools if len(p.answers) >= n and len(p.confidences) >= n]
+    if len(pools) < FOLDS:
+        raise CalibrationError(f"need at least {FOLDS} pools of {n} samples with token confidences, got {len(pools)}; "
+                               "record them with a verifier of confidence_mean (e.g. weighted_majority)")
+    confs = [c for p in pools for c in p.confidences[:n]]
+    scale = sum(confs) / len(confs)
+    curve = [replay_confidence(pools, n, batch, t, scale) for t in THRESHOLDS]
+    allowed = [c for c in curve if c["accuracy"] - c["majority_accuracy"] - z * c["difference_se"] >= -tolerance - 1e-12]
+    best = min(allowed, key=lambda c: (c["token_share"], -c["threshold"])) if allowed else curve[-1]
+    return scale, best["threshold"], curve
