@@ -12,6 +12,13 @@ ones only:
 
     .venv/bin/python benchmarks/adaptive.py --model testbed --dataset steps4 --skip 200 --limit 100 \
         --max-tokens 256 --calibration testbed-steps4 --no-deepconf
+
+``--confidence RECIPE`` adds the confidence-weighted rule with the threshold and scale a recipe written
+by ``experiments/adaptive_calibration.py --rule confidence`` holds; ``--seeds`` runs several seeds and
+sums them (more samples of the same held-out problems):
+
+    .venv/bin/python benchmarks/adaptive.py --backend vllm --dataset add1 --skip 60 --limit 40 --seeds 10,11,12 \
+        --confidence recipes/adaptive-confidence-embedded-add1.yaml --no-deepconf
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds, each a full run, summed (default: --seed)")
+    ap.add_argument("--confidence", default=None, help="also run the confidence rule of this recipe")
     ap.add_argument("--skip", type=int, default=0, help="drop the first SKIP problems (a calibration's training split)")
     ap.add_argument("--calibration", default=None, help="also run adaptive with this calibrated stopping table")
     ap.add_argument("--no-deepconf", action="store_true", help="leave DeepConf out")
@@ -54,21 +63,31 @@ def main() -> None:
     if args.calibration:
         strategies.append(AdaptiveConsistency(n=args.n, rule="calibrated", adaptive_calibration=args.calibration,
                                               params=params))
+    if args.confidence:
+        import yaml
+
+        recipe = yaml.safe_load(open(args.confidence))
+        strategies.append(AdaptiveConsistency(n=int(recipe["n"]), batch=int(recipe["adaptive-batch"]), rule="confidence",
+                                              threshold=float(recipe["adaptive-threshold"]),
+                                              confidence_scale=float(recipe["adaptive-confidence-scale"]), params=params))
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     rows = []
     for strategy in strategies:
         started = time.perf_counter()
-        results = tts.run(problems, strategy, backend, seed=args.seed)
+        results = [r for seed in seeds for r in tts.run(problems, strategy, backend, seed=seed)]
         wall = time.perf_counter() - started
         correct = sum(bool(r.correct) for r in results)
         low, high = wilson_interval(correct, len(results))
         rows.append({
-            "strategy": strategy.name + (" (calibrated)" if getattr(strategy, "rule", "") == "calibrated" else ""), "accuracy": correct / len(results), "ci": [low, high],
+            "strategy": strategy.name + (f" ({strategy.rule})" if getattr(strategy, "rule", "beta") != "beta" else ""),
+            "accuracy": correct / len(results), "ci": [low, high],
             "generated_tokens": sum(r.trace.ledger["generated_tokens"] for r in results),
             "samples": sum(len(r.trace.candidates) for r in results),
             "wall_seconds": wall,
         })
     base = rows[0]["generated_tokens"]
-    print(f"{args.dataset}, {len(problems)} problems (after {args.skip}), N={args.n}, model {args.model}, backend {args.backend}\n")
+    print(f"{args.dataset}, {len(problems)} problems (after {args.skip}) x seeds {seeds}, N={args.n}, model {args.model}, "
+          f"backend {args.backend}\n")
     print("| strategy | accuracy (95% CI) | samples | generated tokens | tokens vs majority | wall s |")
     print("|---|---|---|---|---|---|")
     for r in rows:
