@@ -85,6 +85,10 @@ def main() -> None:
             "samples": sum(len(r.trace.candidates) for r in results),
             "wall_seconds": wall,
         })
+    if hasattr(backend, "aclose"):  # the engine goes down with the run, not at interpreter exit
+        import asyncio
+
+        asyncio.run(backend.aclose())
     base = rows[0]["generated_tokens"]
     print(f"{args.dataset}, {len(problems)} problems (after {args.skip}) x seeds {seeds}, N={args.n}, model {args.model}, "
           f"backend {args.backend}\n")
