@@ -64,7 +64,7 @@ def main() -> None:
     train = pools_from_records([r for r in records if r["id"] in training_ids], args.n)
     held = pools_from_records([r for r in records if r["id"] not in training_ids], args.n)
     if args.rule == "confidence":
-        return confidence_main(args, name, train, held, len(ids))
+        return confidence_main(args, name, train, held, len(ids), records[0])
     table, curve = fit(train, args.n, args.batch, args.tolerance, fitted_on=args.fitted_on)
     print(f"{name}: {len(train)} training pools ({args.train} problems), {len(held)} held out ({len(ids) - args.train} problems); epsilon {table.epsilon:.4f} "
           f"(cross-fitted on training: accuracy {next(c for c in curve if c['epsilon'] == table.epsilon)['accuracy']:.3f} "
@@ -90,7 +90,7 @@ def main() -> None:
         print(f"table: {args.out}")
 
 
-def confidence_main(args, name: str, train, held, problems: int) -> None:
+def confidence_main(args, name: str, train, held, problems: int, record: dict) -> None:
     from tts.metrics import wilson_interval
     from tts.strategies.adaptive import beta_leader_probability
     from tts.strategies.stopping import fit_confidence, replay_confidence, replay_rule
@@ -123,6 +123,8 @@ def confidence_main(args, name: str, train, held, problems: int) -> None:
             f"# Adaptive consistency with the confidence-weighted rule, fitted by experiments/adaptive_calibration.py\n"
             f"# --rule confidence on {len(train)} training pools ({args.train} problems){': ' + args.fitted_on if args.fitted_on else ''}.\n"
             f"#   tts run --config {args.out}\n"
+            f"model: {record.get('model', 'embedded')}\nbackend: auto  # fitted on {record.get('backend', '?')}\n"
+            f"dataset: {record.get('dataset', 'add1')}\n"
             f"strategy: [adaptive]\nn: {args.n}\nadaptive-rule: confidence\nadaptive-batch: {args.batch}\n"
             f"adaptive-threshold: {threshold}\nadaptive-confidence-scale: {scale:.6f}\n")
         print(f"recipe: {args.out}")
