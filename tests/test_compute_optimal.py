@@ -54,7 +54,8 @@ def test_sweep_writes_policy_tables_and_plots(recipe, tmp_path):
     policy = Policy.load(out / "policy.json")
     assert policy.predictor.probes == 2 and policy.meta["datasets"] == ["add1", "add2"]
     report = (out / "report.md").read_text()
-    for heading in ("## Difficulty", "## Every setting", "## Chosen setting", "## Held-out split", "## `auto` for real"):
+    for heading in ("## Difficulty", "## Every setting", "## Chosen setting", "## Held-out split", "## Cross-fitted",
+                    "## `auto` for real"):
         assert heading in report
     assert "revise@2[revisions=2]" in report and "beam_search@2" in report
     summary = json.loads((out / "summary.json").read_text())
@@ -92,3 +93,5 @@ def test_sweep_in_flops_with_a_mean_allocation(recipe, tmp_path):
     routes = [row for rows in summary["held_out"].values() for row in rows]
     assert all("vs_best_of_n_flops_interval" in row for row in routes)
     assert all(lo <= hi for row in routes for lo, hi in [row["vs_best_of_n_flops_interval"]])
+    crossed = summary["cross_fitted"]  # both halves held out once: every budget, an interval each
+    assert len(crossed) == len(summary["budgets"]) and all(c["interval"][0] <= c["interval"][1] for c in crossed)
