@@ -54,8 +54,10 @@ def browser():
 
 
 def open_page(browser, path: Path, problem: int | None = None):
+    # From a blank page every open is a full load that reads its hash; going from one hash of the same
+    # page to another would not reload it, and a refresh after that can race the hash navigation.
+    browser.get("about:blank")
     browser.get(path.resolve().as_uri() + ("" if problem is None else f"#p{problem}"))
-    browser.refresh() if problem is not None else None  # a hash change alone does not reload the page
     for _ in range(200):
         if browser.execute_script("return document.body && document.body.dataset.ready === '1'"):
             return
