@@ -47,9 +47,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the fitted table (JSON) here")
     args = ap.parse_args()
 
-    from tts.metrics import wilson_interval
     from tts.results import read_records
-    from tts.strategies.adaptive import beta_leader_probability
     from tts.strategies.stopping import fit, pools_from_records, replay, replay_rule
 
     records = [r for path in args.results for r in read_records(path)]
@@ -70,19 +68,9 @@ def main() -> None:
           f"(cross-fitted on training: accuracy {next(c for c in curve if c['epsilon'] == table.epsilon)['accuracy']:.3f} "
           f"vs majority {curve[0]['majority_accuracy']:.3f})")
 
-    def beta(answers) -> bool:
-        from collections import Counter
-
-        return beta_leader_probability(Counter(a for a in answers if a is not None)) >= 0.95
-
-    rows = [("majority@%d" % args.n, replay_rule(lambda answers: False, held, args.n, 1)),
-            ("adaptive, beta 0.95, batch 2", replay_rule(beta, held, args.n, 2)),
-            (f"adaptive, calibrated (batch {args.batch})", replay(table, held))]
-    print("| rule | accuracy (95% CI) | samples per problem | tokens vs majority |")
-    print("|---|---|---|---|")
-    for label, r in rows:
-        lo, hi = wilson_interval(round(r["accuracy"] * r["problems"]), r["problems"])
-        print(f"| {label} | {r['accuracy']:.3f} ({lo:.2f}-{hi:.2f}) | {r['samples']:.2f} | {r['token_share']:.2f}x |")
+    print_rows([("majority@%d" % args.n, replay_rule(lambda answers: False, held, args.n, 1)),
+                ("adaptive, beta 0.95, batch 2", replay_rule(beta95, held, args.n, 2)),
+                (f"adaptive, calibrated (batch {args.batch})", replay(table, held))], "rule")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         data = table.to_json()  # one key a line, each list on one line: small diffs when refitted
@@ -90,9 +78,27 @@ def main() -> None:
         print(f"table: {args.out}")
 
 
-def confidence_main(args, name: str, train, held, problems: int, record: dict) -> None:
-    from tts.metrics import wilson_interval
+def beta95(answers) -> bool:
+    """The Beta rule at 0.95, the strategy's default, as a replayable stop."""
+    from collections import Counter
+
     from tts.strategies.adaptive import beta_leader_probability
+
+    return beta_leader_probability(Counter(a for a in answers if a is not None)) >= 0.95
+
+
+def print_rows(rows, title: str) -> None:
+    """The replay rows as a markdown table with Wilson intervals."""
+    from tts.metrics import wilson_interval
+
+    print(f"| {title} | accuracy (95% CI) | samples per problem | tokens vs majority |")
+    print("|---|---|---|---|")
+    for label, r in rows:
+        lo, hi = wilson_interval(round(r["accuracy"] * r["problems"]), r["problems"])
+        print(f"| {label} | {r['accuracy']:.3f} ({lo:.2f}-{hi:.2f}) | {r['samples']:.2f} | {r['token_share']:.2f}x |")
+
+
+def confidence_main(args, name: str, train, held, problems: int, record: dict) -> None:
     from tts.strategies.stopping import fit_confidence, replay_confidence, replay_rule
 
     scale, threshold, curve = fit_confidence(train, args.n, args.batch, args.tolerance)
@@ -102,21 +108,11 @@ def confidence_main(args, name: str, train, held, problems: int, record: dict) -
           ", ".join(f"{c['threshold']}: {c['accuracy']:.3f}/{c['majority_accuracy']:.3f} {c['token_share']:.2f}x"
                     for c in curve))
 
-    def beta(answers) -> bool:
-        from collections import Counter
-
-        return beta_leader_probability(Counter(a for a in answers if a is not None)) >= 0.95
-
-    rows = [(f"majority@{args.n}", replay_rule(lambda answers: False, held, args.n, 1)),
-            (f"confidence-weighted vote of all {args.n}", replay_confidence(held, args.n, args.batch, 2.0, scale)),
-            ("adaptive, beta 0.95, batch 2", replay_rule(beta, held, args.n, 2)),
-            (f"adaptive, confidence (threshold {threshold}, scale {scale:.3f}, batch {args.batch})",
-             replay_confidence(held, args.n, args.batch, threshold, scale))]
-    print("| rule (held-out replay, same samples) | accuracy (95% CI) | samples per problem | tokens vs majority |")
-    print("|---|---|---|---|")
-    for label, r in rows:
-        lo, hi = wilson_interval(round(r["accuracy"] * r["problems"]), r["problems"])
-        print(f"| {label} | {r['accuracy']:.3f} ({lo:.2f}-{hi:.2f}) | {r['samples']:.2f} | {r['token_share']:.2f}x |")
+    print_rows([(f"majority@{args.n}", replay_rule(lambda answers: False, held, args.n, 1)),
+                (f"confidence-weighted vote of all {args.n}", replay_confidence(held, args.n, args.batch, 2.0, scale)),
+                ("adaptive, beta 0.95, batch 2", replay_rule(beta95, held, args.n, 2)),
+                (f"adaptive, confidence (threshold {threshold}, scale {scale:.3f}, batch {args.batch})",
+                 replay_confidence(held, args.n, args.batch, threshold, scale))], "rule (held-out replay, same samples)")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(

@@ -265,18 +265,24 @@ def test_cli_auto_with_a_bad_policy_path_is_one_error_line(tmp_path):
     assert not out.exists()
 
 
-def test_cli_auto_respects_budget_tokens(tmp_path):
+def run_auto_cli(tmp_path, policy: Policy, *flags: str):
+    """`tts run --strategy auto` with ``policy`` on scripted replies; (the click result, the results file)."""
     from tts.cli import cli
-    from tts.results import read_records
 
-    policy = tmp_path / "p.json"
-    auto_policy().save(policy)
+    path = tmp_path / "policy.json"
+    policy.save(path)
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"Reply with just the number": ["9", "well well well 8", "9"]}))
     out = tmp_path / "r.jsonl"
-    result = CliRunner().invoke(cli, ["run", "--backend", "scripted", "--model", str(script), "--limit", "4",
-                                      "--strategy", "auto", "--routing-policy", str(policy),
-                                      "--budget-tokens", "7", "--max-tokens", "5", "--out", str(out)])
+    result = CliRunner().invoke(cli, ["run", "--backend", "scripted", "--model", str(script), "--strategy", "auto",
+                                      "--routing-policy", str(path), "--max-tokens", "5", "--out", str(out), *flags])
+    return result, out
+
+
+def test_cli_auto_respects_budget_tokens(tmp_path):
+    from tts.results import read_records
+
+    result, out = run_auto_cli(tmp_path, auto_policy(), "--limit", "4", "--budget-tokens", "7")
     assert result.exit_code == 0, result.output
     records = read_records(out)
     assert len(records) == 4
@@ -420,9 +426,7 @@ def test_packaged_policies_by_name_and_model():
 
 
 def test_auto_routes_a_mean_policy_by_route_budget_and_keeps_a_hard_cap():
-    policy = Policy(mean_policy().rules, Predictor(2, "mean_score", "confidence_mean", Binning((0.5,))),
-                    allocation="mean")
-    strategy = Auto(policy=policy, params=SamplingParams(max_tokens=12), route_budget=100)
+    strategy = Auto(policy=mean_policy(), params=SamplingParams(max_tokens=12), route_budget=100)
     results = run(run_async(P[:2], strategy, backend(), grade=same_answer))
     assert [r.trace.info["route"]["rule"] for r in results] == ["majority@8", "best_of_n@16"]
     assert len(results[1].trace.candidates) == 16  # the hard question gets more than the average budget
@@ -435,21 +439,13 @@ def test_cli_route_budget_reaches_auto_and_a_mean_policy_file(tmp_path):
     from tts.cli import cli
     from tts.results import read_records
 
-    policy = tmp_path / "mean.json"
-    Policy(mean_policy().rules, Predictor(2, "mean_score", "confidence_mean", Binning((0.5,))),
-           allocation="mean").save(policy)
-    script = tmp_path / "script.json"
-    script.write_text(json.dumps({"Reply with just the number": ["9", "well well well 8", "9"]}))
-    out = tmp_path / "r.jsonl"
-    result = CliRunner().invoke(cli, ["run", "--backend", "scripted", "--model", str(script), "--limit", "3",
-                                      "--strategy", "auto", "--routing-policy", str(policy),
-                                      "--route-budget", "100", "--max-tokens", "5", "--out", str(out)])
+    result, out = run_auto_cli(tmp_path, mean_policy(), "--limit", "3", "--route-budget", "100")
     assert result.exit_code == 0, result.output
     routes = [r["info"]["route"] for r in read_records(out)]
     assert all(r["budget"] == 100 for r in routes)
     assert {r["rule"] for r in routes} <= {"majority@8", "best_of_n@16"}
-    bad = CliRunner().invoke(cli, ["run", "--backend", "scripted", "--model", str(script), "--strategy", "auto",
-                                   "--route-budget", "0", "--out", str(tmp_path / "b.jsonl")])
+    bad = CliRunner().invoke(cli, ["run", "--backend", "scripted", "--model", str(tmp_path / "script.json"),
+                                   "--strategy", "auto", "--route-budget", "0", "--out", str(tmp_path / "b.jsonl")])
     assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "--route-budget" in bad.output
 
 
@@ -510,3 +506,16 @@ def test_fit_linear_recovers_known_weights_and_cross_fits():
     assert dict(fit_linear(features, pass1, ids)[0])["length"] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="needs at least 5 problems"):
         fit_linear(features, pass1, ids[1:4])
+
+
+def test_packaged_names_win_over_same_named_files(tmp_path, monkeypatch):
+    """A file called like a packaged policy or table in the working folder is never read for that name:
+    the names tts serve lets clients give cannot reach the server's files."""
+    from tts.strategies.auto import load_policy
+    from tts.strategies.stopping import StoppingTable
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "embedded").write_text("not a policy")
+    (tmp_path / "testbed-steps4").write_text("not a table")
+    assert load_policy("embedded").meta["model"] == "embedded"
+    assert StoppingTable.load("testbed-steps4").n >= 2

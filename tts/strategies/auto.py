@@ -56,13 +56,13 @@ def packaged_policies() -> list[str]:
 
 
 def load_policy(spec: str) -> Policy:
-    """A routing policy from a file, else from the packaged one of that name (one-line PolicyError)."""
-    path = Path(spec)
-    if not path.exists() and spec in packaged_policies():
-        path = POLICIES / f"{spec}.json"
-    elif not path.exists():
+    """The packaged policy of that name, else a policy file (one-line PolicyError). A packaged name wins
+    over a same-named file in the working folder, so the names tts serve lets clients give never read one."""
+    if spec in packaged_policies():
+        return Policy.load(POLICIES / f"{spec}.json")
+    if not Path(spec).exists():
         raise PolicyError(f"{spec}: no such routing policy file (or packaged name: {', '.join(packaged_policies())})")
-    return Policy.load(path)
+    return Policy.load(spec)
 
 
 def policy_for_model(model: str) -> str | None:

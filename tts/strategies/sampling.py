@@ -14,7 +14,7 @@ from ..runtime import Generator, Strategy
 from ..types import Candidate, Completion, Problem, SamplingParams, Trace
 from ..data.grading import extractor_for, vote_key_for
 from ..options import MAX_SAMPLES, option
-from .select import best, representative, vote  # noqa: F401  (vote: re-exported for strategy modules)
+from .select import best, choose, representative, vote  # noqa: F401  (vote, best: re-exported for strategy modules)
 from ..verifiers.base import Verifier
 from ..verifiers.registry import SPEC_HELP, builtin_specs, resolve
 
@@ -145,7 +145,10 @@ class BestOfN(Strategy):
     async def solve(self, problem: Problem, gen: Generator) -> Trace:
         candidates, scores, stopped = await sample_and_score(
             gen, problem, self.verifier, replace(self.params, n=self.n), self.extract)
-        return make_trace(problem, self.name, candidates, best(scores), verifier=self.verifier.name, budget_stop=stopped)
+        # select.choose: the highest score, or the vote when the budget left no sample scored
+        chosen, votes = choose("best", [c.answer for c in candidates], scores, gen.seed, key_reader(self.extract, problem))
+        return make_trace(problem, self.name, candidates, chosen, votes=votes, verifier=self.verifier.name,
+                          budget_stop=stopped)
 
 
 @dataclass(frozen=True)
@@ -169,11 +172,9 @@ class WeightedMajority(Strategy):
             gen, problem, self.verifier, replace(self.params, n=self.n), self.extract)
         if any(s is not None and s < 0 for s in scores):
             raise ValueError(f"{self.verifier.name} gave a negative score; weighted voting needs non-negative weights")
-        key = key_reader(self.extract, problem)
-        # unscored samples (a budget that could not pay the verifier) weigh nothing; with none scored, count
-        weights = None if all(s is None for s in scores) else [0.0 if s is None else s for s in scores]
-        winner, totals = vote([c.answer for c in candidates], weights, gen.seed, key)
-        chosen = choose_for_answer(candidates, winner, scores, key)
+        # select.choose: unscored samples weigh nothing, and with none scored the vote counts
+        chosen, totals = choose("weighted", [c.answer for c in candidates], scores, gen.seed,
+                                key_reader(self.extract, problem))
         return make_trace(problem, self.name, candidates, chosen, votes=totals, verifier=self.verifier.name,
                       budget_stop=stopped)
 

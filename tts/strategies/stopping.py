@@ -157,14 +157,12 @@ class StoppingTable:
         from ..inputs import InputFileError, read_small_text
 
         path = Path(path)
+        if str(path) in packaged_names():  # a packaged name wins over a same-named file (tts serve's clients)
+            path = Path(__file__).parent / "calibrations" / f"{path}.json"
         if path.exists() and not path.is_file():
             raise CalibrationError(f"{path}: not a regular file; give a calibration JSON file")
         if not path.is_file():
-            packaged = Path(__file__).parent / "calibrations" / f"{path.name}.json"
-            if packaged.is_file() and path.name == str(path):
-                path = packaged
-            else:
-                raise CalibrationError(f"{path}: no such calibration file (or packaged name: {', '.join(packaged_names())})")
+            raise CalibrationError(f"{path}: no such calibration file (or packaged name: {', '.join(packaged_names())})")
         try:
             data = json.loads(read_small_text(path, "calibration file"))
         except InputFileError as exc:
